@@ -1,0 +1,20 @@
+"""The effective theory of representation learning dynamics (van Rossem & Saxe, ICML 2024).
+
+State z = (h, y, w): squared representational distance, squared output distance
+and alignment of a pair of inputs; time in training steps.
+"""
+
+from ._dynamics import final_distance, invariant, lazy_limit, loss_curve, rich_limit, vector_field
+from ._solve import Solution, Status, solve
+
+__all__ = [
+    "vector_field",
+    "invariant",
+    "final_distance",
+    "rich_limit",
+    "lazy_limit",
+    "loss_curve",
+    "solve",
+    "Solution",
+    "Status",
+]

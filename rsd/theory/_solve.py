@@ -1,0 +1,225 @@
+"""Batched, failure-tolerant solves of the 3-D effective theory with diffrax."""
+
+from __future__ import annotations
+
+import enum
+import math
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from .._validation import (
+    check_broadcast,
+    check_finite,
+    check_increasing,
+    check_int_range,
+    check_nonnegative,
+    check_positive,
+    is_concrete,
+)
+from ._dynamics import _final_distance, vector_field
+
+__all__ = ["Status", "Solution", "solve"]
+
+
+class Status(enum.IntEnum):
+    """Per-trajectory outcome of :func:`solve` (stored as int32 in ``Solution.status``)."""
+
+    OK = 0
+    """Integrated to the last time."""
+    HIT_ZERO = 1
+    """h fell below ``h_floor``: the trajectory ran into the singularity at h = 0."""
+    MAX_STEPS = 2
+    """The step budget was spent (by the implicit solver too, when it was tried)."""
+    FAILED = 3
+    """The solver failed otherwise: a non-finite state or a collapsed step size."""
+
+
+class Solution(eqx.Module):
+    """Result of :func:`solve`.
+
+    ``zs[..., i, :]`` is (h, y, w) at ``ts[i]``. After a trajectory stops early
+    (status ``HIT_ZERO`` or ``FAILED``) its remaining entries hold the last state
+    reached, so ``zs`` is finite wherever the solver produced a finite state.
+    """
+
+    ts: jax.Array
+    zs: jax.Array
+    status: jax.Array
+    num_steps: jax.Array
+    stiff: jax.Array
+    """True where the trajectory was re-solved with the implicit solver."""
+
+    @property
+    def ok(self):
+        return self.status == Status.OK
+
+
+def solve(
+    z0,
+    ts,
+    eta_h,
+    eta_y,
+    dx2,
+    dy2,
+    *,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 2048,
+    solver: diffrax.AbstractSolver | None = None,
+    stiff_solver: diffrax.AbstractSolver | None = None,
+    stiff_max_steps: int = 4096,
+    chunk_size: int = 1024,
+    stiff_chunk_size: int = 32,
+    h_floor: float = 1e-6,
+):
+    """Solve dz/dt = :func:`vector_field` from ``z0`` and save z at the times ``ts``.
+
+    ``z0`` has shape [..., 3]; the rates and distances broadcast against its
+    leading dimensions; ``ts`` (training steps, increasing) is shared. Works under
+    ``jit`` and ``grad``; it batches itself, so there is no need to ``vmap`` it.
+
+    One hard element never holds the batch hostage:
+
+    * trajectories are solved in chunks of ``chunk_size`` (each chunk steps only
+      as long as its own slowest element);
+    * a trajectory whose h falls below ``h_floor·min(h0, h∞)`` stops at once
+      with status ``HIT_ZERO``;
+    * with ``solver=None`` an explicit Tsit5 pass with ``max_steps`` steps comes
+      first, and only the trajectories that spent that budget (stiff ones: very
+      unequal rates, the lazy regime) are re-solved with an implicit Kvaerno5
+      in chunks of ``stiff_chunk_size``. Passing a ``solver`` uses that alone.
+
+    Tolerances default to rtol=1e-6, atol=1e-9 (float64) or rtol=1e-5, atol=1e-8
+    (float32). Statuses are :class:`Status` values.
+    """
+    z0 = jnp.asarray(z0)
+    ts = jnp.asarray(ts)
+    _check_solve_args(z0, ts, eta_h, eta_y, dx2, dy2, max_steps, stiff_max_steps,
+                      chunk_size, stiff_chunk_size, h_floor)
+    dtype = jnp.result_type(z0, eta_h, eta_y, dx2, dy2, float)
+    z0 = z0.astype(dtype)
+    ts = ts.astype(dtype)
+    if rtol is None:
+        rtol = 1e-6 if dtype == jnp.float64 else 1e-5
+    if atol is None:
+        atol = 1e-9 if dtype == jnp.float64 else 1e-8
+
+    params = [jnp.asarray(p, dtype) for p in (eta_h, eta_y, dx2, dy2)]
+    batch = jnp.broadcast_shapes(z0.shape[:-1], *(p.shape for p in params))
+    n = math.prod(batch)
+    z0s = jnp.broadcast_to(z0, batch + (3,)).reshape(n, 3)
+    ps = jnp.stack([jnp.broadcast_to(p, batch).reshape(n) for p in params], axis=-1)
+
+    explicit = solver if solver is not None else diffrax.Tsit5()
+    one = _one_solver(explicit, ts, rtol, atol, max_steps, h_floor)
+    zs, status, steps = lax.map(lambda a: one(*a), (z0s, ps), batch_size=min(chunk_size, n))
+    stiff = jnp.zeros(n, bool)
+
+    if solver is None:
+        implicit = stiff_solver if stiff_solver is not None else diffrax.Kvaerno5()
+        redo = _one_solver(implicit, ts, rtol, atol, stiff_max_steps, h_floor)
+        zs, status, steps, stiff = _resolve_failures(
+            redo, z0s, ps, zs, status, steps, min(stiff_chunk_size, n))
+
+    return Solution(
+        ts=ts,
+        zs=zs.reshape(batch + zs.shape[1:]),
+        status=status.reshape(batch),
+        num_steps=steps.reshape(batch),
+        stiff=stiff.reshape(batch),
+    )
+
+
+def _one_solver(solver, ts, rtol, atol, max_steps, h_floor):
+    """A function solving ONE trajectory: (z0 [3], params [4]) -> (zs [T, 3], status, steps)."""
+    # args carry the floor after the four parameters of the vector field.
+    term = diffrax.ODETerm(lambda t, z, args: vector_field(t, z, args[:4]))
+    controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True)])
+
+    def stop(t, z, args, **kwargs):
+        floor = args[-1]
+        return (z[0] < floor) | ~jnp.all(jnp.isfinite(z))
+
+    def one(z0, p):
+        eta_h, eta_y, dx2, dy2 = p[0], p[1], p[2], p[3]
+        h_inf = _final_distance(z0[0], z0[1], eta_h, eta_y, dx2, dy2)
+        floor = h_floor * jnp.minimum(z0[0], h_inf)
+        sol = diffrax.diffeqsolve(
+            term, solver, ts[0], ts[-1], None, z0, (eta_h, eta_y, dx2, dy2, floor),
+            saveat=saveat, stepsize_controller=controller, event=diffrax.Event(stop),
+            max_steps=max_steps, throw=False,
+        )
+        zs, z_end = sol.ys[0], sol.ys[1][-1]
+        reached = sol.ts[0] <= sol.ts[1][-1]
+        zs = jnp.where(reached[:, None] & jnp.isfinite(zs), zs, z_end)
+        result = sol.result
+        stopped = result == diffrax.RESULTS.event_occurred
+        status = jnp.where(
+            result == diffrax.RESULTS.successful, Status.OK,
+            jnp.where(stopped & (z_end[0] < floor), Status.HIT_ZERO,
+                      jnp.where(result == diffrax.RESULTS.max_steps_reached,
+                                Status.MAX_STEPS, Status.FAILED)))
+        return zs, status.astype(jnp.int32), sol.stats["num_steps"]
+
+    return one
+
+
+def _resolve_failures(redo, z0s, ps, zs, status, steps, k):
+    """Re-solve the elements with status MAX_STEPS, k at a time, skipping clean chunks.
+
+    The elements to redo are sorted to the front, so only ceil(#redo / k) chunks
+    run the implicit solver; ``lax.cond`` skips the rest.
+    """
+    n = z0s.shape[0]
+    need = status == Status.MAX_STEPS
+    order = jnp.argsort(~need, stable=True)
+    n_need = jnp.sum(need)
+    n_chunks = -(-n // k)
+    idx = jnp.concatenate([order, jnp.full(n_chunks * k - n, order[-1])]).reshape(n_chunks, k)
+
+    def chunk(args):
+        c, ids = args
+        run = lambda: jax.vmap(redo)(z0s[ids], ps[ids])
+        skip = lambda: (zs[ids], status[ids], steps[ids])
+        return lax.cond(c * k < n_need, run, skip)
+
+    new = lax.map(chunk, (jnp.arange(n_chunks), idx))
+    ids = order
+    use = jnp.arange(n) < n_need
+
+    def merge(new_leaf, old):
+        new_leaf = new_leaf.reshape((n_chunks * k,) + old.shape[1:])[:n]
+        mask = use.reshape((n,) + (1,) * (old.ndim - 1))
+        return old.at[ids].set(jnp.where(mask, new_leaf, old[ids]))
+
+    new_zs, new_status, new_steps = new
+    total_steps = merge(new_steps + steps[idx], steps)
+    return merge(new_zs, zs), merge(new_status, status), total_steps, need
+
+
+def _check_solve_args(z0, ts, eta_h, eta_y, dx2, dy2, max_steps, stiff_max_steps,
+                      chunk_size, stiff_chunk_size, h_floor):
+    if z0.ndim < 1 or z0.shape[-1] != 3:
+        raise ValueError(f"z0 must have shape [..., 3] holding (h, y, w); got shape {z0.shape}.")
+    check_increasing("ts", ts)
+    check_int_range("max_steps", max_steps, 1)
+    check_int_range("stiff_max_steps", stiff_max_steps, 1)
+    check_int_range("chunk_size", chunk_size, 1)
+    check_int_range("stiff_chunk_size", stiff_chunk_size, 1)
+    if not (0 < h_floor < 1):
+        raise ValueError(f"h_floor must be in (0, 1); got {h_floor!r}.")
+    check_broadcast({"z0[..., 0]": z0.shape[:-1], "eta_h": jnp.shape(eta_h),
+                     "eta_y": jnp.shape(eta_y), "dx2": jnp.shape(dx2), "dy2": jnp.shape(dy2)})
+    if is_concrete(z0):
+        check_finite("z0", z0)
+        check_positive("h0 (z0[..., 0])", z0[..., 0])
+        check_nonnegative("y0 (z0[..., 1])", z0[..., 1])
+    check_positive("eta_h", eta_h)
+    check_positive("eta_y", eta_y)
+    check_positive("dx2", dx2)
+    check_nonnegative("dy2", dy2)

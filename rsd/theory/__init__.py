@@ -5,6 +5,15 @@ and alignment of a pair of inputs; time in training steps.
 """
 
 from ._dynamics import final_distance, invariant, lazy_limit, loss_curve, rich_limit, vector_field
+from ._linearized import (
+    LinearizedSolution,
+    LinearizedState,
+    linearized_balance,
+    linearized_observables,
+    linearized_vector_field,
+    solve_linearized,
+)
+from ._pairwise import matrix_correlation, predicted_distance_matrix, structure_prediction
 from ._solve import Solution, Status, solve
 
 __all__ = [
@@ -17,4 +26,13 @@ __all__ = [
     "solve",
     "Solution",
     "Status",
+    "LinearizedState",
+    "LinearizedSolution",
+    "linearized_vector_field",
+    "linearized_observables",
+    "linearized_balance",
+    "solve_linearized",
+    "predicted_distance_matrix",
+    "structure_prediction",
+    "matrix_correlation",
 ]

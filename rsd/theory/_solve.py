@@ -72,7 +72,7 @@ def solve(
     solver: diffrax.AbstractSolver | None = None,
     stiff_solver: diffrax.AbstractSolver | None = None,
     stiff_max_steps: int = 4096,
-    chunk_size: int = 1024,
+    chunk_size: int = 256,
     stiff_chunk_size: int = 32,
     h_floor: float = 1e-6,
 ):
@@ -131,7 +131,7 @@ def _solve(z0, ts, eta_h, eta_y, dx2, dy2, *, rtol, atol, max_steps, solver, sti
 
     explicit = solver if solver is not None else diffrax.Tsit5()
     one = _one_solver(explicit, ts, rtol, atol, max_steps, h_floor)
-    zs, status, steps = lax.map(lambda a: one(*a), (z0s, ps), batch_size=min(chunk_size, n))
+    zs, status, steps = _chunked(one, z0s, ps, min(chunk_size, n))
     stiff = jnp.zeros(n, bool)
 
     if solver is None:
@@ -149,6 +149,21 @@ def _solve(z0, ts, eta_h, eta_y, dx2, dy2, *, rtol, atol, max_steps, solver, sti
         num_steps=steps.reshape(batch),
         stiff=stiff.reshape(batch),
     )
+
+
+def _chunked(one, z0s, ps, k):
+    """``vmap(one)`` over chunks of k elements, one chunk after the other.
+
+    The batch is padded to a multiple of k (with copies of its last element) so
+    that a single vmapped program serves every chunk.
+    """
+    n = z0s.shape[0]
+    pad = -n % k
+    if pad:
+        z0s = jnp.concatenate([z0s, jnp.repeat(z0s[-1:], pad, axis=0)])
+        ps = jnp.concatenate([ps, jnp.repeat(ps[-1:], pad, axis=0)])
+    out = lax.map(lambda a: jax.vmap(one)(*a), (z0s.reshape(-1, k, 3), ps.reshape(-1, k, 4)))
+    return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
 
 
 def _stiffness(z0s, ps, duration):

@@ -1,6 +1,6 @@
 """rsd: representation learning dynamics, theory next to real networks, in JAX."""
 
-from . import quantities, theory
+from . import data, networks, quantities, theory, training
 
 __version__ = "0.1.0"
-__all__ = ["quantities", "theory", "__version__"]
+__all__ = ["data", "networks", "quantities", "theory", "training", "__version__"]

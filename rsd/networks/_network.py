@@ -1,0 +1,277 @@
+"""``Network``: a frozen description of an architecture with pure ``init`` and ``apply``.
+
+Parameters are a plain pytree: a tuple with one ``{"kernel": W, "bias": b}`` dict per
+parametrized module, in forward order. Layouts (rsd's, used everywhere in rsd):
+
+- dense kernel ``[in, out]`` (PyTorch's ``weight`` is ``[out, in]``: transpose),
+- conv kernel ``[k, in_ch, out_ch]`` (PyTorch's ``Conv1d.weight`` is ``[out_ch, in_ch, k]``:
+  reverse the three axes), bias ``[out]`` in both.
+
+``from_torch``/``to_torch`` convert; ``from_layers``/``to_layers`` take rsd's layout.
+All four accept leading (seed) axes on every array.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._validation import check_choice, check_int_range, check_nonnegative
+from ._activations import ACTIVATIONS
+from ._architectures import CONV_CHANNELS, CONV_KERNEL, ConvNet, DenseStack
+
+__all__ = ["ARCHITECTURES", "PRECISIONS", "Network", "make_network"]
+
+ARCHITECTURES = ("mlp", "resnet", "cnn", "dropout")
+PRECISIONS = ("default", "high", "highest")
+_PRECISION = {
+    "default": jax.lax.Precision.DEFAULT,
+    "high": jax.lax.Precision.HIGH,
+    "highest": jax.lax.Precision.HIGHEST,
+}
+
+
+class Network(eqx.Module):
+    """An architecture of DESIGN.md §2; build it with ``make_network``.
+
+    ``init(key) -> params`` and ``apply(params, x) -> (output [batch, out_dim], hiddens)``
+    are pure and jit/vmap/grad friendly. ``hiddens[i]`` is hidden record i, after its
+    activation, as [batch, features]:
+
+    - mlp, resnet, dropout: the L hidden layers (i = 0 … L−1);
+    - cnn: i = 0 the first Linear (P features), i = 1 … L+1 the convs' outputs
+      flattened channel-major (20·length, the last one 1·length).
+
+    The paper's tables count module outputs: for mlp, resnet and cnn their index is
+    rsd's; for dropout they count the dropout modules too, so their odd index j is
+    rsd's hidden record (j − 1)/2. ``train`` is a Python bool (static under jit).
+    """
+
+    architecture: str = eqx.field(static=True)
+    activation: str = eqx.field(static=True)
+    width: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
+    gain: float = eqx.field(static=True)
+    in_dim: int = eqx.field(static=True)
+    out_dim: int = eqx.field(static=True)
+    dropout_rate: float = eqx.field(static=True, default=0.1)
+    precision: str = eqx.field(static=True, default="highest")
+
+    # --- shapes -----------------------------------------------------------------
+
+    @property
+    def num_hidden(self) -> int:
+        """Number of hidden records returned by ``apply``: L, or L + 2 for the CNN."""
+        return self.depth + 2 if self.architecture == "cnn" else self.depth
+
+    @property
+    def num_layers(self) -> int:
+        """Number of parametrized modules (entries of ``params``)."""
+        return self.depth + 3 if self.architecture == "cnn" else self.depth + 1
+
+    @property
+    def hidden_sizes(self) -> tuple[int, ...]:
+        """Feature count of each hidden record."""
+        if self.architecture != "cnn":
+            return (self.width,) * self.depth
+        lengths = [self.width - (CONV_KERNEL - 1) * (i + 1) for i in range(self.depth + 1)]
+        return (self.width,) + tuple(CONV_CHANNELS * n for n in lengths[:-1]) + (lengths[-1],)
+
+    @property
+    def layer_kinds(self) -> tuple[str, ...]:
+        """"dense" or "conv" for each parametrized module."""
+        if self.architecture != "cnn":
+            return ("dense",) * self.num_layers
+        return ("dense",) + ("conv",) * (self.depth + 1) + ("dense",)
+
+    @property
+    def layer_shapes(self) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
+        """(kernel shape, bias shape) of each parametrized module, rsd layout."""
+        P, L = self.width, self.depth
+        if self.architecture != "cnn":
+            dims = [self.in_dim] + [P] * L + [self.out_dim]
+            return tuple(((a, b), (b,)) for a, b in zip(dims[:-1], dims[1:]))
+        chans = [1] + [CONV_CHANNELS] * L + [1]
+        convs = tuple(((CONV_KERNEL, a, b), (b,)) for a, b in zip(chans[:-1], chans[1:]))
+        last = P - (CONV_KERNEL - 1) * (L + 1)
+        return (((self.in_dim, P), (P,)),) + convs + (((last, self.out_dim), (self.out_dim,)),)
+
+    # --- init and apply ------------------------------------------------------------
+
+    def _module(self):
+        common = dict(
+            width=self.width,
+            depth=self.depth,
+            out_dim=self.out_dim,
+            activation=self.activation,
+            gain=self.gain,
+            precision=_PRECISION[self.precision],
+        )
+        if self.architecture == "cnn":
+            return ConvNet(**common)
+        return DenseStack(
+            **common,
+            skip=self.architecture == "resnet",
+            dropout_rate=self.dropout_rate if self.architecture == "dropout" else 0.0,
+        )
+
+    def init(self, key):
+        """Xavier-normal kernels with gain (std = gain·sqrt(2/(fan_in+fan_out))), zero biases."""
+        variables = self._module().init(key, jnp.zeros((1, self.in_dim), jnp.float32))
+        return self._from_flax(variables["params"])
+
+    def apply(self, params, x, *, train: bool = False, key=None, masks=None):
+        """(output, hiddens) of inputs x [batch, in_dim]; deterministic unless training the dropout MLP.
+
+        For ``architecture == "dropout"`` and ``train=True`` each linear layer's input is
+        multiplied by keep/(1−p): keep masks come from ``masks`` (a tuple of L+1 boolean
+        arrays [batch, fan_in], e.g. replayed from PyTorch) or else are drawn from ``key``
+        with ``dropout_masks``. Eval mode (``train=False``) never drops.
+        """
+        x = jnp.asarray(x)
+        if x.ndim != 2 or x.shape[-1] != self.in_dim:
+            raise ValueError(f"x must have shape [batch, {self.in_dim}]; got {x.shape}.")
+        keep = None
+        if masks is not None and not (train and self.architecture == "dropout"):
+            raise ValueError("masks are only used by the dropout architecture with train=True.")
+        if train and self.architecture == "dropout":
+            if masks is None:
+                if key is None:
+                    raise ValueError("key is required to train the dropout architecture (or pass masks).")
+                masks = self.dropout_masks(key, x.shape[0])
+            if len(masks) != self.num_layers:
+                raise ValueError(f"masks must hold {self.num_layers} arrays, one per linear layer; got {len(masks)}.")
+            keep = tuple(jnp.asarray(m, bool) for m in masks)
+        return self._module().apply({"params": self._to_flax(params)}, x, keep)
+
+    def dropout_masks(self, key, batch: int):
+        """Keep masks, True with probability 1 − p: one [batch, fan_in] array per linear layer.
+
+        Layer n draws from ``fold_in(key, n)``; masks of other architectures are all True.
+        """
+        p = self.dropout_rate if self.architecture == "dropout" else 0.0
+        return tuple(
+            jax.random.bernoulli(jax.random.fold_in(key, n), 1.0 - p, (batch, w[0][0]))
+            for n, w in enumerate(self.layer_shapes)
+        )
+
+    # --- conversions -----------------------------------------------------------------
+
+    def _from_flax(self, flax_params):
+        return tuple(
+            {"kernel": flax_params[f"layer_{n}"]["kernel"], "bias": flax_params[f"layer_{n}"]["bias"]}
+            for n in range(self.num_layers)
+        )
+
+    def _to_flax(self, params):
+        if len(params) != self.num_layers:
+            raise ValueError(f"params must hold {self.num_layers} layers; got {len(params)}.")
+        return {f"layer_{n}": {"kernel": p["kernel"], "bias": p["bias"]} for n, p in enumerate(params)}
+
+    def from_layers(self, layers):
+        """params from a list of (W, b) per parametrized module in rsd's layout; arrays may carry leading seed axes."""
+        layers = list(layers)
+        if len(layers) != self.num_layers:
+            raise ValueError(f"layers must hold {self.num_layers} (W, b) pairs for this network; got {len(layers)}.")
+        lead = None
+        params = []
+        for n, ((w, b), (w_shape, b_shape)) in enumerate(zip(layers, self.layer_shapes)):
+            w, b = jnp.asarray(w), jnp.asarray(b)
+            k = len(w_shape)
+            if w.ndim < k or w.shape[w.ndim - k :] != w_shape:
+                raise ValueError(f"layers[{n}] W must end in shape {w_shape}; got {w.shape}.")
+            if b.ndim < 1 or b.shape[-1:] != b_shape or b.shape[:-1] != w.shape[: w.ndim - k]:
+                raise ValueError(f"layers[{n}] b must have shape {w.shape[: w.ndim - k] + b_shape}; got {b.shape}.")
+            if lead is None:
+                lead = b.shape[:-1]
+            elif b.shape[:-1] != lead:
+                raise ValueError(f"layers[{n}] has leading axes {b.shape[:-1]}; layer 0 has {lead}.")
+            params.append({"kernel": w, "bias": b})
+        return tuple(params)
+
+    def to_layers(self, params):
+        """Inverse of ``from_layers``: a list of (W, b) in rsd's layout."""
+        return [(p["kernel"], p["bias"]) for p in params]
+
+    def from_torch(self, layers):
+        """params from PyTorch-layout (W, b) pairs: dense W [out, in], conv W [out_ch, in_ch, k].
+
+        Leading seed axes are allowed, as in ``from_layers``.
+        """
+        layers = list(layers)
+        if len(layers) != self.num_layers:
+            raise ValueError(f"layers must hold {self.num_layers} (W, b) pairs for this network; got {len(layers)}.")
+        converted = [
+            (_torch_to_rsd(w, kind, f"layers[{n}] W"), b)
+            for n, ((w, b), kind) in enumerate(zip(layers, self.layer_kinds))
+        ]
+        return self.from_layers(converted)
+
+    def to_torch(self, params):
+        """Inverse of ``from_torch``: a list of (W, b) in PyTorch's layout."""
+        return [(_rsd_to_torch(p["kernel"], kind), p["bias"]) for p, kind in zip(params, self.layer_kinds)]
+
+
+def _torch_to_rsd(w, kind, name):
+    k = 2 if kind == "dense" else 3
+    if w.ndim < k:
+        raise ValueError(f"{name} must have at least {k} axes for a {kind} layer; got shape {w.shape}.")
+    return jnp.swapaxes(jnp.asarray(w), -1, -k)
+
+
+def _rsd_to_torch(w, kind):
+    # both transposes are involutions: [in, out] <-> [out, in]; [k, in, out] <-> [out, in, k]
+    return jnp.swapaxes(w, -1, -2 if kind == "dense" else -3)
+
+
+def make_network(
+    architecture: str,
+    *,
+    activation: str,
+    width: int,
+    depth: int,
+    gain: float,
+    in_dim: int,
+    out_dim: int,
+    dropout_rate: float = 0.1,
+    precision: str = "highest",
+) -> Network:
+    """Validate the settings on the host and return the ``Network``.
+
+    ``precision`` is the matmul/conv precision; "highest" (default) keeps float32
+    products exact on accelerators (no TF32), as PyTorch's defaults do.
+    """
+    check_choice("architecture", architecture, ARCHITECTURES)
+    check_choice("activation", activation, ACTIVATIONS)
+    check_int_range("width", width, 1)
+    check_int_range("depth", depth, 1)
+    check_int_range("in_dim", in_dim, 1)
+    check_int_range("out_dim", out_dim, 1)
+    check_choice("precision", precision, PRECISIONS)
+    if not isinstance(gain, (int, float, np.integer, np.floating)) or isinstance(gain, bool):
+        raise ValueError(f"gain must be a finite number >= 0; got {gain!r}.")
+    check_nonnegative("gain", gain)
+    if not isinstance(dropout_rate, (int, float, np.integer, np.floating)) or not (0.0 <= dropout_rate < 1.0):
+        raise ValueError(f"dropout_rate must be a number in [0, 1); got {dropout_rate!r}.")
+    if architecture == "cnn":
+        shortest = (CONV_KERNEL - 1) * (depth + 1) + 1
+        if width < shortest:
+            raise ValueError(
+                f"width must be >= {shortest} for the cnn with depth {depth} "
+                f"(each of its {depth + 1} convs shortens the length by {CONV_KERNEL - 1}); got {width}."
+            )
+    return Network(
+        architecture=architecture,
+        activation=activation,
+        width=int(width),
+        depth=int(depth),
+        gain=float(gain),
+        in_dim=int(in_dim),
+        out_dim=int(out_dim),
+        dropout_rate=float(dropout_rate),
+        precision=precision,
+    )
+
+

@@ -1,0 +1,33 @@
+"""Training real networks many seeds at a time, recording the pair dynamics every step.
+
+``Setting`` describes one experiment (``Setting.from_paper`` gives the paper's);
+``train(setting, x, y, seeds=...)`` returns a ``Run`` of per-seed, per-step h, y, w
+and loss (time in training steps), with a status per seed.
+"""
+
+from ._engine import Run, Status, train
+from ._paper import PAPER_TABLES, PaperRow
+from ._settings import (
+    ACTIVATIONS,
+    ARCHITECTURES,
+    LOSSES,
+    OPTIMIZERS,
+    Setting,
+    paper_layer_to_rsd,
+    paper_names,
+)
+
+__all__ = [
+    "Setting",
+    "Run",
+    "Status",
+    "train",
+    "paper_layer_to_rsd",
+    "paper_names",
+    "PAPER_TABLES",
+    "PaperRow",
+    "ARCHITECTURES",
+    "ACTIVATIONS",
+    "OPTIMIZERS",
+    "LOSSES",
+]

@@ -1,0 +1,242 @@
+"""Training settings: one frozen, validated record per experiment.
+
+A :class:`Setting` says which network to train and how (architecture, width,
+depth, gain, optimizer, learning rate, number of steps, batch size, which hidden
+layers to record). ``Setting.from_paper(table, name)`` builds the setting of a row
+of the paper's hyperparameter tables (kept in :mod:`rsd.training._paper`).
+
+Conversions from the paper's tables to rsd (DESIGN.md §2), all in this module:
+
+* two-point experiments (table ``"2_points"``): ``lr = table lr / 2`` and
+  ``steps = 2 · n_epochs`` (one epoch is one full-batch step on the two points);
+  the reference trains this way, the other tables are taken as they are;
+* the table's ``hidden_layer`` becomes an rsd hidden-layer index through
+  :func:`paper_layer_to_rsd`, the one place that knows the reference's module
+  numbering.
+
+Quirks of the reference notebooks are offered, never silently applied:
+``from_paper(..., quirks=True)`` reproduces them (see :meth:`Setting.from_paper`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import numpy as np
+
+from .._validation import check_choice, check_int_range
+from ._paper import PAPER_TABLES, PaperRow
+
+__all__ = [
+    "Setting",
+    "ARCHITECTURES",
+    "ACTIVATIONS",
+    "OPTIMIZERS",
+    "LOSSES",
+    "paper_layer_to_rsd",
+    "paper_names",
+]
+
+ARCHITECTURES = ("mlp", "resnet", "cnn", "dropout")
+ACTIVATIONS = ("none", "linear", "relu", "leaky_relu", "tanh", "elu", "silu")
+OPTIMIZERS = ("sgd", "adam")
+LOSSES = ("half_mse", "mse")
+
+_MODEL_TYPES = {"MLP": "mlp", "ResNet": "resnet", "CNN": "cnn", "Dropout": "dropout"}
+_TWO_POINT_TABLE = "2_points"
+_QUIRK_BATCH_SIZE = 64
+_CNN_KERNEL_SHRINK = 10  # each of the L + 1 convolutions (kernel 11, no padding) drops 10
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """How to train one network (all fields static; hashable; validated on creation).
+
+    Time is measured in training steps (one optimizer update each).
+
+    Fields:
+        architecture: one of ``ARCHITECTURES`` ("mlp", "resnet", "cnn", "dropout").
+        activation: one of ``ACTIVATIONS``; "none"/"linear" give a linear network.
+        width: hidden width P (features per hidden layer).
+        depth: L, the number of hidden layers of the MLP/ResNet/dropout MLP; for the
+            CNN the number of 20→20 convolutions plus one (DESIGN.md §2).
+        gain: Xavier-normal gain of every linear/conv weight (biases start at 0).
+        optimizer: "sgd" (no momentum) or "adam" (optax defaults = PyTorch defaults).
+        lr: learning rate (per step).
+        steps: number of training steps (updates); one record is taken before each.
+        batch_size: None for full batch, else minibatches of this size, reshuffled
+            every epoch (the last minibatch of an epoch may be smaller).
+        layers: rsd hidden-layer indices (0-based) whose h is recorded; None = all.
+        dropout_rate: dropout probability of the "dropout" architecture.
+        in_dim, out_dim: input/output dimension; None = taken from the data.
+        dx2, dy2: squared input/output distance of the two training points for the
+            two-point experiments; None where the data are not two points.
+        loss: "half_mse" (½·mean squared error, DESIGN.md §2) or "mse" (without the
+            ½; the XOR quirk). The recorded loss is always the half-MSE.
+        name: provenance, e.g. "2_points/default"; free text.
+    """
+
+    architecture: str = "mlp"
+    activation: str = "leaky_relu"
+    width: int = 500
+    depth: int = 20
+    gain: float = 1.0
+    optimizer: str = "sgd"
+    lr: float = 0.005
+    steps: int = 6000
+    batch_size: int | None = None
+    layers: tuple[int, ...] | None = None
+    dropout_rate: float = 0.1
+    in_dim: int | None = 1
+    out_dim: int | None = 1
+    dx2: float | None = 1.0
+    dy2: float | None = 0.5
+    loss: str = "half_mse"
+    name: str = ""
+
+    def __post_init__(self):
+        check_choice("Setting.architecture", self.architecture, ARCHITECTURES)
+        check_choice("Setting.activation", self.activation, ACTIVATIONS)
+        check_choice("Setting.optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("Setting.loss", self.loss, LOSSES)
+        check_int_range("Setting.width", self.width, 1)
+        check_int_range("Setting.depth", self.depth, 1)
+        check_int_range("Setting.steps", self.steps, 1)
+        if self.batch_size is not None:
+            check_int_range("Setting.batch_size", self.batch_size, 1)
+        for field in ("in_dim", "out_dim"):
+            value = getattr(self, field)
+            if value is not None:
+                check_int_range(f"Setting.{field}", value, 1)
+        _check_real("Setting.gain", self.gain, positive=True)
+        _check_real("Setting.lr", self.lr, positive=True)
+        for field in ("dx2", "dy2"):
+            value = getattr(self, field)
+            if value is not None:
+                _check_real(f"Setting.{field}", value, positive=False)
+        rate = self.dropout_rate
+        if not _is_real(rate) or not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"Setting.dropout_rate must be a number in [0, 1); got {rate!r}.")
+        if self.layers is not None:
+            if not isinstance(self.layers, tuple) or len(self.layers) == 0:
+                raise ValueError(
+                    "Setting.layers must be None (all hidden layers) or a non-empty tuple of "
+                    f"hidden-layer indices; got {self.layers!r}."
+                )
+            for layer in self.layers:
+                check_int_range("Setting.layers entries", layer, 0)
+        if self.architecture == "cnn":
+            shrink = _CNN_KERNEL_SHRINK * (self.depth + 1)
+            if self.width - shrink < 1:
+                raise ValueError(
+                    f"Setting.width must be > {shrink} for a CNN of depth {self.depth} (each of "
+                    f"its {self.depth + 1} convolutions shortens the signal by 10); got {self.width}."
+                )
+
+    def replace(self, **changes) -> "Setting":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_paper(cls, table: str, name: str, *, quirks: bool = False,
+                   n_train: int | None = None) -> "Setting":
+        """The setting of row ``name`` of the paper's table ``table``.
+
+        Tables: "2_points", "xor", "orthogonal", "mnist" (see ``paper_names``).
+        Two-point rows: lr = table lr / 2, steps = 2·n_epochs, full batch, in/out
+        dims and dx2/dy2 from the table. Other tables: lr and steps = n_epochs as
+        published, full batch, dims and distances from the data (None).
+        ``layers`` is the table's hidden layer mapped by :func:`paper_layer_to_rsd`.
+
+        ``quirks=True`` reproduces the reference notebooks' deviations (DESIGN.md §2):
+        XOR trains with relu and the MSE without ½; the context-blob ("orthogonal")
+        run trains leaky_relu whatever the table says; MNIST and blob runs use
+        shuffled minibatches of 64, so ``steps = n_epochs · ceil(n_train / 64)`` and
+        ``n_train`` (the number of training points) is required there.
+        """
+        check_choice("table", table, tuple(PAPER_TABLES))
+        check_choice("name", name, tuple(PAPER_TABLES[table]))
+        if not isinstance(quirks, bool):
+            raise ValueError(f"quirks must be True or False; got {quirks!r}.")
+        row: PaperRow = PAPER_TABLES[table][name]
+        architecture = _MODEL_TYPES[row.model_type]
+        fields = dict(
+            architecture=architecture,
+            activation=row.nonlinearity,
+            width=row.width,
+            depth=row.depth,
+            gain=row.gain,
+            optimizer="adam" if (table, name) == (_TWO_POINT_TABLE, "adam") else "sgd",
+            layers=(paper_layer_to_rsd(architecture, row.hidden_layer),),
+            name=f"{table}/{name}" + ("+quirks" if quirks else ""),
+        )
+        if table == _TWO_POINT_TABLE:
+            fields.update(lr=row.lr / 2, steps=2 * row.n_epochs, in_dim=row.in_dim,
+                          out_dim=row.out_dim, dx2=float(row.dx2), dy2=float(row.dy2))
+        else:
+            fields.update(lr=row.lr, steps=row.n_epochs, in_dim=None, out_dim=None,
+                          dx2=None, dy2=None)
+        if quirks:
+            if table == "xor":
+                fields.update(activation="relu", loss="mse")
+            if table == "orthogonal":
+                fields.update(activation="leaky_relu")
+            if table in ("orthogonal", "mnist"):
+                if n_train is None:
+                    raise ValueError(
+                        f"n_train (the number of training points) is required for "
+                        f"from_paper({table!r}, ..., quirks=True): its minibatches of 64 make "
+                        "the number of steps per epoch depend on it."
+                    )
+                check_int_range("n_train", n_train, 1)
+                fields.update(batch_size=_QUIRK_BATCH_SIZE,
+                              steps=row.n_epochs * math.ceil(n_train / _QUIRK_BATCH_SIZE))
+        return cls(**fields)
+
+
+def paper_layer_to_rsd(architecture: str, index: int) -> int:
+    """Map a reference table's ``hidden_layer`` (a module-output index) to rsd's hidden layer.
+
+    rsd numbers hidden layers 0, 1, ... (the output of each hidden module, after its
+    activation). The reference counts module outputs:
+
+    * "mlp", "resnet": the hidden layer number itself → rsd hidden ``index``;
+    * "cnn": output n of [linear, conv, conv, ...] → rsd hidden ``index``
+      (rsd's CNN hidden layers are the same module outputs, flattened);
+    * "dropout": [dropout, linear, dropout, linear, ...], the dropout modules count
+      too: odd index 2k+1 is the (k+1)-th linear layer → rsd hidden ``k`` (so 5 → 2);
+      even index 2k ≥ 2 is the dropout after hidden layer k−1, the identity in eval
+      mode → rsd hidden ``k − 1``; index 0 (dropout of the input) is no hidden layer.
+    """
+    check_choice("architecture", architecture, ARCHITECTURES)
+    check_int_range("hidden_layer index", index, 0)
+    if architecture != "dropout":
+        return index
+    if index == 0:
+        raise ValueError(
+            "hidden_layer index 0 of a dropout MLP is the dropout of the input, not a hidden "
+            "layer; allowed: an index >= 1."
+        )
+    return (index - 1) // 2
+
+
+def paper_names(table: str) -> tuple[str, ...]:
+    """The row names of one of the paper's tables, in published order."""
+    check_choice("table", table, tuple(PAPER_TABLES))
+    return tuple(PAPER_TABLES[table])
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _check_real(name, value, *, positive):
+    if not _is_real(value) or not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number; got {value!r}.")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be > 0; got {value!r}.")
+    if not positive and not value >= 0:
+        raise ValueError(f"{name} must be >= 0; got {value!r}.")

@@ -38,25 +38,25 @@ def check_finite(name, x):
         return
     a = as_host(x)
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must be finite (no NaN or inf); got {_describe(a)}.")
+        raise ValueError(f"{name} must be finite (no NaN or inf); got {_describe(a, ~np.isfinite(a))}.")
 
 
 def check_positive(name, x):
-    if not is_concrete(x):
-        return
-    check_finite(name, x)
-    a = as_host(x)
-    if not np.all(a > 0):
-        raise ValueError(f"{name} must be > 0; got {_describe(a)}.")
+    _check_bound(name, x, lambda a: a > 0, "> 0")
 
 
 def check_nonnegative(name, x):
+    _check_bound(name, x, lambda a: a >= 0, ">= 0")
+
+
+def _check_bound(name, x, holds, text):
     if not is_concrete(x):
         return
     check_finite(name, x)
     a = as_host(x)
-    if not np.all(a >= 0):
-        raise ValueError(f"{name} must be >= 0; got {_describe(a)}.")
+    ok = holds(a)
+    if not np.all(ok):
+        raise ValueError(f"{name} must be {text}; got {_describe(a, ~ok)}.")
 
 
 def check_increasing(name, x):
@@ -92,9 +92,12 @@ def check_int_range(name, value, lo, hi=None):
         raise ValueError(f"{name} must be an integer {rng}; got {value!r}.")
 
 
-def _describe(a) -> str:
+def _describe(a, bad=None) -> str:
+    """The value, or for an array its shape and its first offending entry."""
     a = np.asarray(a)
     if a.size == 1:
         return repr(a.reshape(()).item())
-    bad = a[~np.isfinite(a)] if not np.all(np.isfinite(a)) else a
-    return f"array of shape {a.shape} (min {np.nanmin(a) if a.size else 'n/a'}, e.g. {bad.ravel()[0]!r})"
+    flat = a.ravel()
+    where = int(np.argmax(np.asarray(bad).ravel())) if bad is not None else 0
+    index = np.unravel_index(where, a.shape)
+    return f"array of shape {a.shape} with {flat[where].item()!r} at index {tuple(int(i) for i in index)}"

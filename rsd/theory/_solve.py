@@ -68,7 +68,7 @@ def solve(
     *,
     rtol: float | None = None,
     atol: float | None = None,
-    max_steps: int = 1024,
+    max_steps: int = 4096,
     solver: diffrax.AbstractSolver | None = None,
     stiff_solver: diffrax.AbstractSolver | None = None,
     stiff_max_steps: int = 4096,

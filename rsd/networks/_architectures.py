@@ -7,16 +7,18 @@ dicts and back.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from ._activations import activation
 
-__all__ = ["xavier_normal", "DenseStack", "ConvNet", "CONV_CHANNELS", "CONV_KERNEL"]
+__all__ = ["xavier_normal", "dense", "Dense", "DenseStack", "ConvNet", "CONV_CHANNELS", "CONV_KERNEL"]
 
 CONV_CHANNELS = 20
 CONV_KERNEL = 11
@@ -38,8 +40,90 @@ def xavier_normal(gain: float):
     return init
 
 
+# Up to this many rows (samples), the kernel's derivative is formed as a sum of outer
+# products instead of a dot; beyond it a dot is faster than the elementwise loop.
+OUTER_PRODUCT_ROWS = 8
+# Up to this many rows, x·W (and δ·Wᵀ) is one vector-matrix product per row.
+SPLIT_ROWS = 2
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def dense(x, kernel, bias, precision=None):
+    """z = x·W + b for x [..., in], W [in, out], b [out]: ``flax.linen.Dense``'s forward.
+
+    The derivative is the usual one; only how it is formed differs. For a few rows
+    (≤ ``OUTER_PRODUCT_ROWS``) the kernel's tangent is written row by row, so its
+    transpose, the kernel gradient Σ_b x_b ⊗ δ_b, is a sum of outer products: pure
+    broadcasts and multiplies, which XLA fuses into the elementwise optimizer update
+    (W − lr·g reads and writes W once, and g is never stored). As a dot, g is
+    materialized (in the transposed layout) and read back by the update: one more
+    pass over every weight per step, the costliest thing in a memory-bound step
+    (DESIGN.md §4). The two forms differ by float32 round-off only.
+    """
+    z = _matmul(x, kernel, precision)
+    return z + jnp.reshape(bias, (1,) * (z.ndim - 1) + (-1,))
+
+
+def _matmul(x, kernel, precision):
+    """x·W over x's last axis; a couple of rows as separate vector-matrix products.
+
+    XLA:CPU's matrix kernels stream a [2, P]×[P, P] product at about half the speed of
+    two [P]×[P, P] ones (the second finds W in cache); the transpose of this form, the
+    backward pass's δ·Wᵀ, is split the same way. Same products, summed per output.
+    """
+    rows = x.reshape(-1, x.shape[-1])
+    if not 0 < rows.shape[0] <= SPLIT_ROWS:
+        return lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
+    z = [lax.dot_general(r, kernel, (((0,), (0,)), ((), ())), precision=precision) for r in rows]
+    return jnp.stack(z).reshape(x.shape[:-1] + kernel.shape[1:])
+
+
+@functools.partial(dense.defjvp, symbolic_zeros=True)
+def _dense_jvp(precision, primals, tangents):
+    x, kernel, bias = primals
+    dx, dkernel, dbias = tangents
+    z = dense(x, kernel, bias, precision)
+    terms = []
+    if not _is_zero(dx):
+        terms.append(_matmul(dx, kernel, precision))
+    if not _is_zero(dkernel):
+        rows = x.reshape(-1, x.shape[-1])
+        if 0 < rows.shape[0] <= OUTER_PRODUCT_ROWS:
+            # Row b of the tangent is Σ_i x_bi·dW_i, a broadcast-multiply-sum; its transpose
+            # gives the kernel gradient one outer product x_b ⊗ δ_b per row.
+            per_row = [jnp.sum(r[:, None] * dkernel, axis=0) for r in rows]
+            terms.append(jnp.stack(per_row).reshape(z.shape))
+        else:
+            terms.append(lax.dot_general(x, dkernel, (((x.ndim - 1,), (0,)), ((), ())),
+                                         precision=precision))
+    if not _is_zero(dbias):
+        terms.append(jnp.broadcast_to(jnp.reshape(dbias, (1,) * (z.ndim - 1) + (-1,)), z.shape))
+    dz = functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(z)
+    return z, dz
+
+
+def _is_zero(tangent):
+    return isinstance(tangent, jax.custom_derivatives.SymbolicZero)
+
+
+class Dense(nn.Module):
+    """``flax.linen.Dense`` (same parameters, names, initialization order) through :func:`dense`."""
+
+    features: int
+    kernel_init: Any
+    bias_init: Any = nn.initializers.zeros
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=None)
+        return dense(x, kernel, bias, self.precision)
+
+
 def _dense(features, gain, precision, n):
-    return nn.Dense(
+    return Dense(
         features,
         kernel_init=xavier_normal(gain),
         bias_init=nn.initializers.zeros,

@@ -227,9 +227,11 @@ def train(
     outputs = []
     for c in chunks:
         sl = slice(c * chunk, (c + 1) * chunk)
-        # Keys and random initializations are made one seed at a time by small programs
-        # compiled once per network (not per chunk size: random draws compile slowly).
-        keys = [_seed_keys(root_key, jnp.uint32(s)) for s in seed_ids[sl]]
+        # The chunk's keys come from one small program (one dispatch, not three per seed:
+        # on the host those dominated short runs); random initializations are made one
+        # seed at a time by a program compiled once per network (not per chunk size:
+        # random draws compile slowly).
+        keys = _seed_keys(root_key, jnp.asarray(seed_ids[sl], jnp.uint32))
         if per_seed_init is not None:
             params = network.from_layers([tuple(jnp.array(a[sl], dtype) for a in layer)
                                           for layer in per_seed_init])
@@ -238,10 +240,9 @@ def train(
                                                 for a in layer) for layer in shared_init])
         else:
             init = _init_program(in_dim, out_dim, structure)
-            params = _stack([init(k[0]) for k in keys])
+            params = _stack([init(k) for k in keys[:, 0]])
         params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
-        k_shuffle = jnp.stack([k[1] for k in keys])
-        k_dropout = jnp.stack([k[2] for k in keys])
+        k_shuffle, k_dropout = keys[:, 1], keys[:, 2]
         outputs.append(program(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot, lr,
                                masks))
     out = jax.tree.map(lambda *a: jnp.concatenate(a)[:num_seeds], *outputs)
@@ -259,9 +260,9 @@ def train(
 
 
 @jax.jit
-def _seed_keys(root_key, seed):
-    """fold_in(root_key, seed) split into the seed's (init, minibatch order, dropout) keys."""
-    return jax.random.split(jax.random.fold_in(root_key, seed), 3)
+def _seed_keys(root_key, seeds):
+    """[n, 3] keys: fold_in(root_key, seed) split into each seed's (init, minibatch order, dropout) keys."""
+    return jax.vmap(lambda s: jax.random.split(jax.random.fold_in(root_key, s), 3))(seeds)
 
 
 @functools.lru_cache(maxsize=64)

@@ -85,6 +85,10 @@ def test_batch_equals_one_at_a_time_and_no_recompilation():
         np.testing.assert_allclose(one.eta_y, batch.eta_y[i], rtol=1e-5)
         np.testing.assert_allclose(one.loss, batch.loss[i], rtol=1e-4)
         assert int(one.status) == int(batch.status[i])
+    # Chunks of 1 (the batch padded to whole chunks) give the same fits.
+    chunked = fit_rates(h, y, w, DX2, DY2, ts=ts, num_fit_times=N_FIT, chunk_size=1)
+    np.testing.assert_allclose(chunked.eta_h, batch.eta_h, rtol=1e-5)
+    np.testing.assert_allclose(chunked.eta_y, batch.eta_y, rtol=1e-5)
     # New data of the same shapes reuse the compiled program.
     size = _fit_batch._cache_size()
     h2, y2, w2, ts2, _ = synthetic([RICH, LAZY], 1e-1, rng)
@@ -121,6 +125,9 @@ def test_fit_loss_rate_recovers_eta_mean():
     assert np.all(np.asarray(fit.r2[:3]) > 0.999)
     # e0 = 0: the loss carries no information on η_ȳ, reported by the status.
     assert int(fit.status[3]) == FitStatus.NOT_CONVERGED
+    # Recordings that start later: time counts from the first recorded step.
+    later = fit_loss_rate(loss[:3], zs, DY2, e0[:3], ts=ts + 1000.0)
+    np.testing.assert_allclose(later.eta_mean, fit.eta_mean[:3], rtol=1e-4)
 
 
 def test_summarize_rates_masks_failed_fits():
@@ -161,6 +168,13 @@ def test_unfittable_trajectory_gives_status_not_exception():
     fit = fit_rates(t, 0.5 * t, -0.1 * t, DX2, DY2, max_steps=1)
     assert int(fit.status) == FitStatus.SOLVER_FAILED
     assert np.isnan(fit.eta_h) and np.isinf(fit.loss)
+
+
+def test_data_that_cannot_determine_the_rates_is_not_ok():
+    # Resting at the fixed point (y = dy2, w = 0): every rate pair fits exactly.
+    t = np.arange(50.0)
+    fit = fit_rates(0.7 + 0 * t, DY2 + 0 * t, 0 * t, DX2, DY2)
+    assert int(fit.status) == FitStatus.NOT_CONVERGED
 
 
 def _train_two_points(setting, seeds):

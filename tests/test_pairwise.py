@@ -175,3 +175,11 @@ def test_bad_heuristic_and_correlation_inputs_raise():
         theory.matrix_correlation(h0[:2, :2], h0[:2, :2])
     with pytest.raises(ValueError, match="measured"):
         theory.matrix_correlation(h0, np.full_like(h0, np.inf))
+
+
+def test_rates_must_be_scalars():
+    m = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 1.5], [2.0, 1.5, 0.0]])
+    with pytest.raises(ValueError, match="eta_h must be a scalar"):
+        theory.predicted_distance_matrix(m, m, m, m, np.array([1.0, 2.0, 3.0]), 1.0)
+    with pytest.raises(ValueError, match="eta_y must be a scalar"):
+        theory.structure_prediction(m, m, 1.0, np.ones(3))

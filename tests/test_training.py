@@ -153,6 +153,10 @@ def test_second_call_with_same_shapes_does_not_recompile():
         _COMPILES["active"] = False
     assert _engine._TRACES == traces
     assert _COMPILES["count"] == 0
+    # A new gain or new pair distances change the initialization, not the training program.
+    third = train(setting.replace(gain=1.3, dx2=4.0, dy2=2.0), x, y, seeds=[7, 8, 9], chunk_size=2)
+    jax.block_until_ready(third.h)
+    assert _engine._TRACES == traces
 
 
 ARCHITECTURES = ("mlp", "resnet", "cnn", "dropout")

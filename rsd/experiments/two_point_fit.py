@@ -40,7 +40,7 @@ class Result:
     eta_y: np.ndarray
     eta_mean: np.ndarray
     r2: np.ndarray  # [seeds, 3]
-    fit_status: np.ndarray
+    fit_status: np.ndarray  # fitting.FitStatus, or -1 where the seed's training diverged
     h_inf: np.ndarray  # closed-form end state from the first step and the fitted rates
     loss: np.ndarray  # [seeds, steps]
     loss_fitted: np.ndarray
@@ -56,6 +56,9 @@ def run(config: Config = Config()) -> Result:
     h, yy, w = np.asarray(recorded.h[..., 0]), np.asarray(recorded.y), np.asarray(recorded.w)
     dx2, dy2 = float(recorded.dx2), float(recorded.dy2)
     fit = fitting.fit_rates(h, yy, w, dx2, dy2)
+    # A diverged seed has no trajectory to fit: mask it (DESIGN.md §5) and say so.
+    trained = np.asarray(recorded.status) == training.Status.OK
+    fit_status = np.where(trained, np.asarray(fit.status), -1)
     ts = np.arange(setting.steps, dtype=h.dtype)
     z0 = np.stack([h[:, 0], yy[:, 0], w[:, 0]], -1)
     curves = theory.solve(z0, ts, fit.eta_h, fit.eta_y, dx2, dy2)
@@ -64,8 +67,8 @@ def run(config: Config = Config()) -> Result:
     loss_fitted = theory.loss_curve(ts, measured, dy2, loss_fit.eta_mean, recorded.e0)
     return Result(
         config=c, setting=setting, ts=ts, measured=measured, fitted=np.asarray(curves.zs),
-        eta_h=np.asarray(fit.eta_h), eta_y=np.asarray(fit.eta_y), eta_mean=np.asarray(loss_fit.eta_mean),
-        r2=np.asarray(fit.r2), fit_status=np.asarray(fit.status),
+        eta_h=np.where(trained, fit.eta_h, np.nan), eta_y=np.where(trained, fit.eta_y, np.nan), eta_mean=np.asarray(loss_fit.eta_mean),
+        r2=np.asarray(fit.r2), fit_status=fit_status,
         h_inf=np.asarray(theory.final_distance(z0[:, 0], z0[:, 1], fit.eta_h, fit.eta_y, dx2, dy2)),
         loss=np.asarray(recorded.loss), loss_fitted=np.asarray(loss_fitted),
     )
@@ -81,7 +84,7 @@ def summary(result: Result) -> str:
         r2 = result.r2[i]
         lines.append(f"{i:>4} {result.eta_h[i]:>10.3e} {result.eta_y[i]:>10.3e} {result.eta_mean[i]:>10.3e} "
                      f"{r2[0]:>7.4f} {r2[1]:>7.4f} {r2[2]:>7.4f} {result.measured[i, -1, 0]:>8.4f} "
-                     f"{result.h_inf[i]:>8.4f}  {fitting.FitStatus(int(result.fit_status[i])).name}")
+                     f"{result.h_inf[i]:>8.4f}  {_status_name(result.fit_status[i])}")
     return "\n".join(lines)
 
 
@@ -115,3 +118,7 @@ def plot(result: Result):
     ax.set_ylabel("fitted η_y")
     ax.set_title("fitted effective rates (R² h/y/w)")
     return fig
+
+
+def _status_name(code) -> str:
+    return "TRAINING DIVERGED" if code < 0 else fitting.FitStatus(int(code)).name

@@ -74,7 +74,8 @@ def levenberg_marquardt(fun: Callable, state: LMState, *, max_iterations: int,
         d = jnp.maximum(d, 1e-12 * jnp.max(d) + jnp.finfo(d.dtype).tiny)
         lhs = a + s.mu * jnp.diag(d)
         delta = -jnp.linalg.solve(lhs, g)
-        delta = jnp.where(jnp.all(jnp.isfinite(delta)), delta, 0.0)
+        finite = jnp.all(jnp.isfinite(delta))
+        delta = jnp.where(finite, delta, 0.0)
         size = jnp.max(jnp.abs(delta))
         delta = delta * jnp.minimum(1.0, max_step / jnp.maximum(size, jnp.finfo(d.dtype).tiny))
         size = jnp.max(jnp.abs(delta))
@@ -90,7 +91,8 @@ def levenberg_marquardt(fun: Callable, state: LMState, *, max_iterations: int,
         mu = jnp.where(accept, s.mu * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3),
                        s.mu * s.nu)
         nu = jnp.where(accept, 2.0, 2.0 * s.nu)
-        small_step = size <= xtol
+        # A step zeroed because the linear solve failed is not convergence.
+        small_step = (size <= xtol) & finite
         # The quadratic model promises less than the loss can resolve: done, whether or
         # not round-off let this last step through.
         small_gain = (predicted <= ftol * s.loss) & (accept | (actual <= ftol * s.loss))

@@ -88,7 +88,8 @@ def _fit_loss_batch(loss, zs, dy2, e0, ts, *, grid_size, max_iterations):
 
     def one(l, z, d, e):
         def fun(theta):
-            return loss_curve(ts, z, d, jnp.exp(theta[0]), e) - l, jnp.array(True)
+            # loss_curve counts time from the first recorded step, where e0 was measured.
+            return loss_curve(ts - ts[0], z, d, jnp.exp(theta[0]), e) - l, jnp.array(True)
 
         losses = jax.vmap(lambda g: jnp.sum(fun(g[None])[0] ** 2))(grid)
         state = levenberg_marquardt(fun, init_state(grid[jnp.argmin(losses)][None], ts.shape[0]),

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .._batching import chunked_vmap
 from .._validation import check_int_range, check_increasing, check_nonnegative, check_positive, is_concrete
 from ..theory._dynamics import _final_distance, vector_field
 from ._lm import init_state, levenberg_marquardt
@@ -263,9 +264,13 @@ def _fit_one(data, ts, dx2, dy2, center, *, idx, weights, offsets, cfg, grid_cfg
         iterations, converged = state.iterations, state.converged
 
     resid = state.residual.reshape(-1, 3)
+    # A rate that does not move the theory at all (e.g. data resting at the fixed
+    # point) is not determined by the data: never report such a fit as OK.
+    identifiable = jnp.all(jnp.sum(state.jac * state.jac, axis=0) > 0)
     status = jnp.where(~valid, FitStatus.BAD_DATA,
                        jnp.where(~state.ok, FitStatus.SOLVER_FAILED,
-                                 jnp.where(converged, FitStatus.OK, FitStatus.NOT_CONVERGED)))
+                                 jnp.where(converged & identifiable, FitStatus.OK,
+                                           FitStatus.NOT_CONVERGED)))
     good = status <= FitStatus.NOT_CONVERGED
     rates = jnp.where(good, jnp.exp(state.theta), jnp.nan)
     return RateFit(
@@ -295,7 +300,7 @@ def _fit_batch(data, ts, dx2, dy2, init, *, n_fit, grid_points, grid_decades, cf
                         max_iterations=max_iterations, polish_iterations=polish_iterations,
                         xtol=xtol, ftol=ftol)
 
-    return lax.map(one, (data, dx2, dy2, init), batch_size=min(chunk_size, data.shape[0]))
+    return chunked_vmap(lambda *a: one(a), (data, dx2, dy2, init), chunk_size)
 
 
 # ---------------------------------------------------------------------------

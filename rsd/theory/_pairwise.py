@@ -16,7 +16,6 @@ import numpy as np
 
 from .._validation import (
     as_host,
-    check_broadcast,
     check_finite,
     check_nonnegative,
     check_positive,
@@ -45,9 +44,7 @@ def predicted_distance_matrix(dx2, dy2, h0, y0, eta_h, eta_y):
     """
     dx2, dy2, h0, y0 = (jnp.asarray(a) for a in (dx2, dy2, h0, y0))
     _check_matrices(dx2=dx2, dy2=dy2, h0=h0, y0=y0)
-    check_positive("eta_h", eta_h)
-    check_positive("eta_y", eta_y)
-    check_broadcast({"dx2": dx2.shape, "eta_h": jnp.shape(eta_h), "eta_y": jnp.shape(eta_y)})
+    _check_scalar_rates(eta_h, eta_y)
 
     dtype = jnp.result_type(dx2, dy2, h0, y0, eta_h, eta_y, float)
     dx2, dy2, h0, y0 = (a.astype(dtype) for a in (dx2, dy2, h0, y0))
@@ -90,8 +87,7 @@ def structure_prediction(dx2, dy2, eta_h=1.0, eta_y=1.0):
     """
     dx2, dy2 = jnp.asarray(dx2), jnp.asarray(dy2)
     _check_matrices(dx2=dx2, dy2=dy2)
-    check_positive("eta_h", eta_h)
-    check_positive("eta_y", eta_y)
+    _check_scalar_rates(eta_h, eta_y)
     prod = eta_h / eta_y * dx2 * dy2
     pos = prod > 0
     # Double where keeps the gradient of sqrt at 0 (the diagonal) finite.
@@ -151,3 +147,12 @@ def _check_matrices(**named):
             if np.max(np.abs(a - a.T), initial=0.0) > _SYMMETRY_RTOL * scale:
                 raise ValueError(f"{name} must be symmetric (a distance matrix); largest "
                                  f"|{name} - {name}.T| is {np.max(np.abs(a - a.T))!r}.")
+
+
+def _check_scalar_rates(eta_h, eta_y):
+    """One rate pair per matrix: a vector of rates would make the matrix asymmetric."""
+    for name, rate in (("eta_h", eta_h), ("eta_y", eta_y)):
+        if jnp.ndim(rate) != 0:
+            raise ValueError(f"{name} must be a scalar (one rate for all pairs; vmap to batch "
+                             f"over rates); got shape {jnp.shape(rate)}.")
+        check_positive(name, rate)

@@ -20,6 +20,7 @@ from .._validation import (
     check_positive,
     is_concrete,
 )
+from .._batching import chunked_vmap
 from ._dynamics import _final_distance, vector_field
 
 __all__ = ["Status", "Solution", "solve"]
@@ -131,7 +132,7 @@ def _solve(z0, ts, eta_h, eta_y, dx2, dy2, *, rtol, atol, max_steps, solver, sti
 
     explicit = solver if solver is not None else diffrax.Tsit5()
     one = _one_solver(explicit, ts, rtol, atol, max_steps, h_floor)
-    zs, status, steps = _chunked(one, z0s, ps, min(chunk_size, n))
+    zs, status, steps = chunked_vmap(one, (z0s, ps), chunk_size)
     stiff = jnp.zeros(n, bool)
 
     if solver is None:
@@ -151,19 +152,10 @@ def _solve(z0, ts, eta_h, eta_y, dx2, dy2, *, rtol, atol, max_steps, solver, sti
     )
 
 
-def _chunked(one, z0s, ps, k):
-    """``vmap(one)`` over chunks of k elements, one chunk after the other.
-
-    The batch is padded to a multiple of k (with copies of its last element) so
-    that a single vmapped program serves every chunk.
-    """
-    n = z0s.shape[0]
-    pad = -n % k
-    if pad:
-        z0s = jnp.concatenate([z0s, jnp.repeat(z0s[-1:], pad, axis=0)])
-        ps = jnp.concatenate([ps, jnp.repeat(ps[-1:], pad, axis=0)])
-    out = lax.map(lambda a: jax.vmap(one)(*a), (z0s.reshape(-1, k, 3), ps.reshape(-1, k, 4)))
-    return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
+def _h_scale(z0, eta_h, eta_y, dx2, dy2):
+    """min(h0, h∞), or h0 when h∞ = 0 (dy2 = 0 with C ≤ 0): the floor's scale."""
+    h_inf = _final_distance(z0[0], z0[1], eta_h, eta_y, dx2, dy2)
+    return jnp.where(h_inf > 0, jnp.minimum(z0[0], h_inf), z0[0])
 
 
 def _stiffness(z0s, ps, duration):
@@ -176,7 +168,8 @@ def _stiffness(z0s, ps, duration):
     h0, y0 = z0s[:, 0], z0s[:, 1]
     h_inf = _final_distance(h0, y0, eta_h, eta_y, dx2, dy2)
     rate0 = eta_y * h0 + eta_h * dx2 * y0 / h0
-    rate_inf = eta_y * h_inf + eta_h * dx2 * dy2 / h_inf
+    safe = jnp.where(h_inf > 0, h_inf, 1.0)
+    rate_inf = jnp.where(h_inf > 0, eta_y * h_inf + eta_h * dx2 * dy2 / safe, 0.0)
     return jnp.maximum(rate0, rate_inf) * duration
 
 
@@ -196,8 +189,7 @@ def _one_solver(solver, ts, rtol, atol, max_steps, h_floor):
 
     def one(z0, p):
         eta_h, eta_y, dx2, dy2 = p[0], p[1], p[2], p[3]
-        h_inf = _final_distance(z0[0], z0[1], eta_h, eta_y, dx2, dy2)
-        floor = h_floor * jnp.minimum(z0[0], h_inf)
+        floor = h_floor * _h_scale(z0, eta_h, eta_y, dx2, dy2)
         sol = diffrax.diffeqsolve(
             term, solver, ts[0], ts[-1], None, z0, (eta_h, eta_y, dx2, dy2, floor),
             saveat=saveat, stepsize_controller=controller, event=diffrax.Event(stop),
@@ -251,6 +243,8 @@ def _hermite_at(ts, t_steps, z_steps, args):
     h5 = 10 * s3 - 15 * s4 + 6 * s5
     zs = h0 * za + h1 * dt * fa + h2 * dt**2 * ga + h3 * dt**2 * gb + h4 * dt * fb + h5 * zb
     inside = (j > i)[:, None] & (ts <= t_last)[:, None]
+    # Next to a stop at h ≈ 0 the field's 1/h terms can overflow: keep the step's state.
+    inside = inside & jnp.all(jnp.isfinite(zs), axis=-1, keepdims=True)
     zs = jnp.where(inside, zs, jnp.where((ts >= t_last)[:, None], z_last, za))
     return zs, z_last
 

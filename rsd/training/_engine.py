@@ -186,7 +186,8 @@ def train(
 
     num_seeds = len(seeds_host)
     per_seed_init, shared_init = _split_init(init_params, num_seeds, network)
-    chunk = min(chunk_size, num_seeds)
+    # Seed counts share programs in power-of-two buckets (1, 2, 4, ...) up to chunk_size.
+    chunk = min(chunk_size, 1 << (num_seeds - 1).bit_length())
     num_chunks = math.ceil(num_seeds / chunk)
     padded = num_chunks * chunk
     # Padding repeats the last seed; its duplicate results are dropped below.
@@ -204,11 +205,19 @@ def train(
         final_slot = len(mat_steps) - 1 if mat_steps[-1] == steps else -1
         num_mats = len(mat_steps)
 
-    # The compiled programs depend on the setting's structure, not on its lr (an
-    # argument) or name; a minibatch as large as the data is the full batch.
+    # The compiled programs depend on the setting's structure only: not on its lr (an
+    # argument), name, the data's distances or dims (taken from the data), the gain (it
+    # acts through the initialization alone) or a dropout rate the network does not
+    # use; a minibatch as large as the data is the full batch. The initialization
+    # depends on the network alone.
     batch_size = setting.batch_size if setting.batch_size is not None and setting.batch_size < n \
         else None
-    structure = setting.replace(lr=1.0, name="", layers=None, batch_size=batch_size)
+    neutral = dict(name="", layers=None, dx2=1.0, dy2=0.5, in_dim=None, out_dim=None)
+    if setting.architecture != "dropout":
+        neutral["dropout_rate"] = 0.1
+    structure = setting.replace(lr=1.0, batch_size=batch_size, gain=1.0, **neutral)
+    init_structure = setting.replace(lr=1.0, batch_size=None, steps=1, optimizer="sgd",
+                                     loss="half_mse", **neutral)
     program = _chunk_program(
         in_dim=in_dim, out_dim=out_dim, setting=structure, layers=layers,
         matrix_layers=matrix_layers, num_mats=num_mats, final_slot=final_slot,
@@ -239,7 +248,7 @@ def train(
             params = network.from_layers([tuple(jnp.broadcast_to(a, (chunk,) + a.shape)
                                                 for a in layer) for layer in shared_init])
         else:
-            init = _init_program(in_dim, out_dim, structure)
+            init = _init_program(in_dim, out_dim, init_structure)
             params = _stack([init(k) for k in keys[:, 0]])
         params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
         k_shuffle, k_dropout = keys[:, 1], keys[:, 2]
@@ -444,10 +453,17 @@ def _select(pred, on_true, on_false):
 
 
 def _typed_key(key):
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    return jax.random.wrap_key_data(key)
+    """A typed PRNG key from a typed key, raw uint32 key data or an integer seed."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    try:
+        key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            return key
+        return jax.random.wrap_key_data(key)
+    except (TypeError, ValueError):
+        raise ValueError("root_key must be a JAX PRNG key, raw uint32 key data or an integer; "
+                         f"got {key!r}.") from None
 
 
 # --------------------------------------------------------------------------- checks

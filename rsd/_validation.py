@@ -66,8 +66,11 @@ def check_increasing(name, x):
     a = as_host(x)
     if a.ndim != 1 or a.size < 2:
         raise ValueError(f"{name} must be a 1-D array of at least 2 times; got shape {a.shape}.")
-    if not np.all(np.diff(a) > 0):
-        raise ValueError(f"{name} must be strictly increasing; got {_describe(a)}.")
+    steps = np.diff(a) > 0
+    if not np.all(steps):
+        k = int(np.argmin(steps))
+        raise ValueError(f"{name} must be strictly increasing; got {a[k].item()!r} followed by "
+                         f"{a[k + 1].item()!r} at index {k + 1}.")
 
 
 def check_broadcast(named_shapes: dict[str, tuple]):

@@ -36,6 +36,11 @@ def test_equals_loop_over_final_distance(x64):
     assert_close(predicted, expected, rtol=1e-13)
     assert np.all(np.diag(predicted) == 0.0)
     assert_close(predicted, predicted.T, rtol=0.0)
+    # and the closed form of DESIGN.md §1 written out in numpy, pair by pair
+    off = ~np.eye(n, dtype=bool)
+    k = ETA_H * dx2[off] / ETA_Y
+    c = h0[off] - k * y0[off] / h0[off]
+    assert_close(predicted[off], c / 2 + np.sqrt(c**2 / 4 + k * dy2[off]), rtol=1e-9)
 
 
 def test_rich_limit_is_the_structure_prediction(x64):

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from .. import quantities
 from .._validation import check_finite, check_increasing, check_int_range, check_positive
-from ._solve import Status
+from ._solve import Status, default_tolerances
 
 __all__ = [
     "LinearizedState",
@@ -162,10 +162,7 @@ def solve_linearized(
 
     dtype = jnp.result_type(state0.enc, state0.dec, state0.mean, dx, dy_target,
                             mean_target, eta_h, eta_y, eta_mean, float)
-    if rtol is None:
-        rtol = 1e-6 if dtype == jnp.float64 else 1e-5
-    if atol is None:
-        atol = 1e-9 if dtype == jnp.float64 else 1e-8
+    rtol, atol = default_tolerances(dtype, rtol, atol)
     cast = lambda a: jnp.asarray(a, dtype)  # noqa: E731
     state0 = jax.tree_util.tree_map(cast, state0)
     args = tuple(cast(a) for a in (eta_h, eta_y, eta_mean, dx, dy_target, mean_target))

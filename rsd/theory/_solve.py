@@ -114,10 +114,7 @@ def _solve(z0, ts, eta_h, eta_y, dx2, dy2, *, rtol, atol, max_steps, solver, sti
     dtype = jnp.result_type(z0, eta_h, eta_y, dx2, dy2, float)
     z0 = z0.astype(dtype)
     ts = ts.astype(dtype)
-    if rtol is None:
-        rtol = 1e-6 if dtype == jnp.float64 else 1e-5
-    if atol is None:
-        atol = 1e-9 if dtype == jnp.float64 else 1e-8
+    rtol, atol = default_tolerances(dtype, rtol, atol)
 
     params = [jnp.asarray(p, dtype) for p in (eta_h, eta_y, dx2, dy2)]
     batch = jnp.broadcast_shapes(z0.shape[:-1], *(p.shape for p in params))
@@ -156,6 +153,13 @@ def _h_scale(z0, eta_h, eta_y, dx2, dy2):
     """min(h0, h∞), or h0 when h∞ = 0 (dy2 = 0 with C ≤ 0): the floor's scale."""
     h_inf = _final_distance(z0[0], z0[1], eta_h, eta_y, dx2, dy2)
     return jnp.where(h_inf > 0, jnp.minimum(z0[0], h_inf), z0[0])
+
+
+def default_tolerances(dtype, rtol=None, atol=None):
+    """(rtol, atol), each defaulting to 1e-6, 1e-9 (float64) or 1e-5, 1e-8 (float32)."""
+    wide = dtype == jnp.float64
+    return (rtol if rtol is not None else (1e-6 if wide else 1e-5),
+            atol if atol is not None else (1e-9 if wide else 1e-8))
 
 
 def _stiffness(z0s, ps, duration):

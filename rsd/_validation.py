@@ -20,6 +20,11 @@ __all__ = [
     "check_broadcast",
     "check_choice",
     "check_int_range",
+    "check_vector_field",
+    "as_array",
+    "check_tolerance",
+    "check_solver",
+    "check_real",
 ]
 
 
@@ -30,14 +35,29 @@ def is_concrete(*xs) -> bool:
 
 
 def as_host(x):
-    return np.asarray(x)
+    """``x`` as a numpy array of a real numeric dtype, or ValueError (huge Python ints
+    become object arrays, strings string arrays, keys cannot convert)."""
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"expected a numeric value or array; got {type(x).__name__}.") from None
+    if a.dtype == object:
+        try:
+            a = a.astype(float)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"expected a numeric value or array; got {x!r:.60}.") from None
+    return a
 
 
 def check_finite(name, x):
     if not is_concrete(x):
         return
-    a = as_host(x)
-    if not np.all(np.isfinite(a)):
+    try:
+        a = as_host(x)
+        finite = np.isfinite(a)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number or array of them; got {x!r:.60}.") from None
+    if not np.all(finite):
         raise ValueError(f"{name} must be finite (no NaN or inf); got {_describe(a, ~np.isfinite(a))}.")
 
 
@@ -83,7 +103,7 @@ def check_broadcast(named_shapes: dict[str, tuple]):
 
 
 def check_choice(name, value, allowed):
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name} must be one of {sorted(map(str, allowed))}; got {value!r}.")
 
 
@@ -104,3 +124,75 @@ def _describe(a, bad=None) -> str:
     where = int(np.argmax(np.asarray(bad).ravel())) if bad is not None else 0
     index = np.unravel_index(where, a.shape)
     return f"array of shape {a.shape} with {flat[where].item()!r} at index {tuple(int(i) for i in index)}"
+
+
+def check_vector_field(name, field, dtype=np.float32):
+    """``field`` must be a callable ``(t, z, args) -> dz/dt`` mapping z [3] to [3]
+    with args = (eta_h, eta_y, dx2, dy2) scalars; checked by tracing it once, abstractly."""
+    if not callable(field):
+        raise ValueError(f"{name} must be a function (t, z, args) -> dz/dt with "
+                         f"args = (eta_h, eta_y, dx2, dy2); got {field!r}.")
+    s = jax.ShapeDtypeStruct((), dtype)
+    try:
+        out = jax.eval_shape(field, s, jax.ShapeDtypeStruct((3,), dtype), (s, s, s, s))
+    except Exception as e:  # any failure of the user's function is a bad argument
+        raise ValueError(f"{name} must accept (t, z [3], (eta_h, eta_y, dx2, dy2)); calling it "
+                         f"failed with {type(e).__name__}: {e}") from None
+    if getattr(out, "shape", None) != (3,):
+        raise ValueError(f"{name} must return dz/dt of shape [3] for z of shape [3]; "
+                         f"got {getattr(out, 'shape', type(out).__name__)}.")
+
+
+def as_array(name, x):
+    """``x`` as a JAX array of a real numeric dtype (integer or floating, not bool);
+    a ``ValueError`` naming ``name`` for anything else (strings, objects, ragged lists,
+    complex numbers). Tracers pass through after the dtype check."""
+    if isinstance(x, jax.core.Tracer):
+        dtype = x.dtype
+    else:
+        try:
+            x = x if isinstance(x, jax.Array) else np.asarray(x)
+        except Exception as e:  # ragged nested sequences and the like
+            raise ValueError(f"{name} must be a numeric array; got {type(x).__name__} "
+                             f"that numpy cannot convert ({e}).") from None
+        dtype = x.dtype
+    if dtype == np.bool_ or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise ValueError(f"{name} must be a real numeric array (integer or floating point); "
+                         f"got dtype {dtype}.")
+    return jax.numpy.asarray(x)
+
+
+def check_real(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False, allow_none=False):
+    """``value`` must be a finite real number in the given range; returns it as a float."""
+    if value is None and allow_none:
+        return None
+    ok = not isinstance(value, (bool, np.bool_, str, bytes)) and np.ndim(value) == 0
+    if ok:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            ok = False
+    if ok:
+        ok = (np.isfinite(v) and (lo is None or (v > lo if lo_open else v >= lo))
+              and (hi is None or (v < hi if hi_open else v <= hi)))
+    if not ok:
+        lo_s = "" if lo is None else f"{'>' if lo_open else '>='} {lo}"
+        hi_s = "" if hi is None else f"{'<' if hi_open else '<='} {hi}"
+        rng = " and ".join(x for x in (lo_s, hi_s) if x)
+        none = "None or " if allow_none else ""
+        raise ValueError(f"{name} must be {none}a finite number{' ' + rng if rng else ''}; got {value!r}.")
+    return v
+
+
+def check_tolerance(name, value):
+    """A solver tolerance: None (the default) or a finite number >= 0."""
+    return check_real(name, value, lo=0.0, allow_none=True)
+
+
+def check_solver(name, solver):
+    """None or a diffrax solver instance (not a string or a class)."""
+    import diffrax
+
+    if solver is not None and not isinstance(solver, diffrax.AbstractSolver):
+        raise ValueError(f"{name} must be a diffrax solver instance (e.g. diffrax.Tsit5()) or None; "
+                         f"got {solver!r}.")

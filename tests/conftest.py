@@ -18,6 +18,15 @@ def key():
     return jax.random.key(0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compilation_caches():
+    """Drop every compiled program after each test module. The suite compiles thousands
+    of programs; kept in one process, their code mappings approach the kernel's
+    per-process limit (vm.max_map_count) and XLA aborts while compiling."""
+    yield
+    jax.clear_caches()
+
+
 def pytest_collection_modifyitems(config, items):
     import os
 
@@ -27,3 +36,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# Hypothesis profiles shared by the property-based tests: "ci" (loaded by default:
+# no deadline, since examples compile) and "slow" (RSD_SLOW=1: many more examples).
+# Tests bound their own example counts under "ci" and take the "slow" profile's.
+try:
+    from hypothesis import HealthCheck as _HealthCheck
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # hypothesis is in the "test" extra
+    pass
+else:
+    import os as _os
+
+    _hypothesis_settings.register_profile(
+        "ci", deadline=None, print_blob=True,
+        suppress_health_check=[_HealthCheck.too_slow, _HealthCheck.data_too_large,
+                               _HealthCheck.filter_too_much])
+    _hypothesis_settings.register_profile(
+        "slow", _hypothesis_settings.get_profile("ci"), max_examples=200)
+    _hypothesis_settings.load_profile("slow" if _os.environ.get("RSD_SLOW") == "1" else "ci")

@@ -2,6 +2,7 @@
 and the theory fitted to trained networks."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -146,20 +147,40 @@ def test_bad_input_raises():
     h, y, w = t, 0.5 * t, -0.1 * t
     with pytest.raises(ValueError, match="same number of steps"):
         fit_rates(h, y[:-1], w, DX2, DY2)
-    with pytest.raises(ValueError, match="finite"):
-        fit_rates(np.where(t > 1.5, np.nan, h), y, w, DX2, DY2)
     with pytest.raises(ValueError, match="dx2"):
         fit_rates(h, y, w, 0.0, DY2)
     with pytest.raises(ValueError, match="dy2"):
         fit_rates(h, y, w, DX2, -0.5)
-    with pytest.raises(ValueError, match="h at the first step"):
-        fit_rates(-h, y, w, DX2, DY2)
     with pytest.raises(ValueError, match="ts"):
         fit_rates(h, y, w, DX2, DY2, ts=t[:-1])
     with pytest.raises(ValueError, match="same number of steps"):
         fit_loss_rate(t[:-1], np.stack([h, y, w], -1), DY2, 0.1)
     with pytest.raises(ValueError, match="dy2"):
         fit_loss_rate(t, np.stack([h, y, w], -1), -1.0, 0.1)
+    zs = np.stack([h, y, w], -1)
+    for call, words in [
+        (lambda: fit_rates("h", y, w, DX2, DY2), "h must be a real numeric array"),
+        (lambda: fit_rates(h, y, w, "1.0", DY2), "dx2 must be a real numeric array"),
+        (lambda: fit_rates(h, y, w, DX2, DY2, solver="tsit5"), "solver must be a diffrax solver"),
+        (lambda: fit_rates(h, y, w, DX2, DY2, rtol=-1.0), "rtol must be None or a finite number >= 0"),
+        (lambda: fit_rates(h, y, w, DX2, DY2, atol=np.nan), "atol must be None or a finite number >= 0"),
+        (lambda: fit_rates(h, y, w, DX2, DY2, grid_decades="wide"), "grid_decades must be a finite number"),
+        (lambda: fit_rates(h, y, w, DX2, DY2, init="fast"), "init must be a real numeric array"),
+        (lambda: fit_layers(h, y, w, DX2, DY2), "h must have shape [..., T, layers]"),
+        (lambda: fit_objective("a", h, y, w, DX2, DY2), "log_rates must be a real numeric array"),
+        (lambda: fit_objective(np.zeros(2), np.where(t > 1.5, np.nan, h), y, w, DX2, DY2), "h must be finite"),
+        (lambda: fit_loss_rate(t, zs, DY2, 0.1, max_iterations=0), "max_iterations must be an integer >= 1"),
+        (lambda: fit_loss_rate(t, zs, DY2, 0.1, max_iterations=2.5), "max_iterations must be an integer >= 1"),
+        (lambda: fit_loss_rate(t, zs, DY2, 0.1, grid_size=0), "grid_size must be an integer >= 1"),
+        (lambda: fit_loss_rate(t, zs, DY2, 0.1, ts=t[::-1]), "ts must be strictly increasing"),
+        (lambda: fit_loss_rate(t, zs[:, :2], DY2, 0.1), "zs must have shape [..., T, 3]"),
+        (lambda: summarize_rates(np.zeros((0, 3))), "fit must hold at least one seed along axis 0"),
+        (lambda: summarize_rates(np.zeros(3), axis=1), "axis must be an integer in [-1, 0]"),
+        (lambda: summarize_rates(np.zeros(3), ok=np.ones(4, bool)), "ok (4,) must broadcast"),
+        (lambda: summarize_rates(np.zeros(3), confidence=1.5), "confidence must be a finite number"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            call()
 
 
 def test_unfittable_trajectory_gives_status_not_exception():
@@ -174,7 +195,113 @@ def test_data_that_cannot_determine_the_rates_is_not_ok():
     # Resting at the fixed point (y = dy2, w = 0): every rate pair fits exactly.
     t = np.arange(50.0)
     fit = fit_rates(0.7 + 0 * t, DY2 + 0 * t, 0 * t, DX2, DY2)
-    assert int(fit.status) == FitStatus.NOT_CONVERGED
+    assert int(fit.status) == FitStatus.UNDETERMINED
+    assert np.isnan(fit.eta_h) and np.isnan(fit.eta_y)
+
+
+def test_constant_trajectory_is_never_ok_nor_batch_dependent():
+    """Issue 12.1: h = 0.1 throughout, y = w = 0 (dy2 = 0.5). The theory leaves this
+    state at any rates, so the best fit drifts to η_y → 0 and an arbitrary η_h."""
+    _, _, _, ts, _ = dataset(1e-2, 7)
+    h = np.full(N_TIMES, 0.1, np.float32)
+    zero = np.zeros(N_TIMES, np.float32)
+    fits = [fit_rates(np.tile(h, (n, 1)), np.tile(zero, (n, 1)), np.tile(zero, (n, 1)), DX2, DY2,
+                      ts=ts, num_fit_times=N_FIT) for n in (1, 2, 3)]
+    for fit in fits:
+        np.testing.assert_array_equal(fit.status, FitStatus.UNDETERMINED)
+        assert np.all(np.isnan(fit.eta_h)) and np.all(np.isnan(fit.eta_y))
+        # 0.1 is not representable: its float32 mean is not exactly 0.1, yet the series
+        # is constant, so R² is undefined for h as for y and w.
+        assert np.all(np.isnan(np.asarray(fit.r2)))
+        np.testing.assert_array_equal(np.asarray(fit.loss), np.asarray(fits[0].loss).reshape(1).repeat(
+            fit.loss.shape[0]))
+
+
+def test_loss_rate_r2_of_a_constant_curve_is_nan():
+    t = np.arange(20.0, dtype=np.float32)
+    fit = fit_loss_rate(np.full(20, 0.1, np.float32), np.zeros((20, 3), np.float32), 0.4, 0.0, ts=t)
+    assert np.isnan(fit.r2)
+
+
+def test_bad_trajectories_are_bad_data_and_spoil_nothing():
+    """Issue 12.4: one non-finite trajectory (a diverged seed), h0 <= 0 or y0 < 0 gives
+    that element BAD_DATA; the others are exactly their fits alone."""
+    h, y, w, ts, _ = dataset(1e-2, 7)
+    hb, yb, wb = (np.stack([a[0], a[0], a[1], a[1]]) for a in (h, y, w))
+    hb[1, 40:] = np.nan
+    hb[3, 0] = 0.0
+    kw = dict(ts=ts, num_fit_times=N_FIT)
+    fit = fit_rates(hb, yb, wb, DX2, DY2, **kw)
+    np.testing.assert_array_equal(fit.status, [FitStatus.OK, FitStatus.BAD_DATA, FitStatus.OK,
+                                               FitStatus.BAD_DATA])
+    assert np.all(np.isnan(np.asarray(fit.eta_h)[[1, 3]])) and np.all(np.isinf(np.asarray(fit.loss)[[1, 3]]))
+    for i, j in ((0, 0), (2, 1)):
+        alone = fit_rates(h[j], y[j], w[j], DX2, DY2, **kw)
+        for name in ("eta_h", "eta_y", "loss", "r2", "status", "iterations"):
+            np.testing.assert_array_equal(np.asarray(getattr(fit, name))[i], np.asarray(getattr(alone, name)),
+                                          err_msg=name)
+    # y0 < 0, and an array of dx2 with one bad entry: per element too.
+    yn = y.copy()
+    yn[1, 0] = -1e-3
+    fit = fit_rates(h, yn, w, DX2, DY2, **kw)
+    np.testing.assert_array_equal(fit.status, [FitStatus.OK, FitStatus.BAD_DATA])
+    fit = fit_rates(h, y, w, np.array([DX2, -1.0]), DY2, **kw)
+    np.testing.assert_array_equal(fit.status, [FitStatus.OK, FitStatus.BAD_DATA])
+    # fit_layers: one layer of a run diverged.
+    layers = np.stack([h[0], np.where(np.arange(N_TIMES) > 10, np.inf, h[0])], -1)
+    fit = fit_layers(layers, y[0], w[0], DX2, DY2, **kw)
+    np.testing.assert_array_equal(fit.status, [FitStatus.OK, FitStatus.BAD_DATA])
+    alone = fit_rates(h[0], y[0], w[0], DX2, DY2, **kw)
+    np.testing.assert_array_equal(np.asarray(fit.eta_h)[0], np.asarray(alone.eta_h))
+
+
+def test_bad_loss_curves_are_bad_data_and_spoil_nothing():
+    h, y, w, ts, _ = dataset(1e-2, 7)
+    zs = np.stack([h[0], y[0], w[0]], -1)
+    eta = np.array([[1e-3], [1e-2], [1e-1]])
+    loss = 0.25 * (2 * np.exp(-2 * eta * (ts - ts[0])) * 0.3 + zs[:, 2] + 0.5 * (DY2 - zs[:, 1]))
+    bad = loss.copy()
+    bad[1, 5] = np.nan
+    fit = fit_loss_rate(bad, zs, DY2, np.array([0.3, 0.3, -1.0]), ts=ts)
+    np.testing.assert_array_equal(fit.status, [FitStatus.OK, FitStatus.BAD_DATA, FitStatus.BAD_DATA])
+    alone = fit_loss_rate(loss[0], zs, DY2, 0.3, ts=ts)
+    np.testing.assert_array_equal(np.asarray(fit.eta_mean)[0], np.asarray(alone.eta_mean))
+    np.testing.assert_allclose(alone.eta_mean, 1e-3, rtol=1e-3)
+
+
+def test_empty_batches_give_empty_results():
+    _, _, _, ts, _ = dataset(1e-2, 7)
+    empty = np.zeros((0, N_TIMES), np.float32)
+    fit = fit_rates(empty, empty, empty, DX2, DY2, ts=ts)
+    assert fit.eta_h.shape == (0,) and fit.r2.shape == (0, 3)
+    rate = fit_loss_rate(empty, np.zeros((0, N_TIMES, 3)), DY2, 0.1, ts=ts)
+    assert rate.eta_mean.shape == (0,)
+
+
+def test_batch_sizes_in_one_bucket_share_a_program_and_fits_are_deterministic():
+    """Issue 12.7 and 12.2: batches of 3 and 4 share one compiled program; the same call
+    is bitwise repeatable, and a fit does not depend on its batch, position or chunking
+    (promised to round-off; bitwise on CPU)."""
+    h, y, w, ts, _ = dataset(1e-2, 7)
+    kw = dict(ts=ts, num_fit_times=N_FIT)
+    three = fit_rates(h[[0, 1, 0]], y[[0, 1, 0]], w[[0, 1, 0]], DX2, DY2, **kw)
+    size = _fit_batch._cache_size()
+    four = fit_rates(h[[1, 0, 1, 0]], y[[1, 0, 1, 0]], w[[1, 0, 1, 0]], DX2, DY2, **kw)
+    assert _fit_batch._cache_size() == size
+    again = fit_rates(h[[1, 0, 1, 0]], y[[1, 0, 1, 0]], w[[1, 0, 1, 0]], DX2, DY2, **kw)
+    chunked = fit_rates(h[[1, 0, 1, 0]], y[[1, 0, 1, 0]], w[[1, 0, 1, 0]], DX2, DY2, chunk_size=1, **kw)
+    alone = [fit_rates(h[i], y[i], w[i], DX2, DY2, **kw) for i in range(2)]
+    # Positions of trajectory 0 and 1 in each batch.
+    where = {"three": ([0, 2], [1]), "four": ([1, 3], [0, 2]), "again": ([1, 3], [0, 2]),
+             "chunked": ([1, 3], [0, 2])}
+    batches = {"three": three, "four": four, "again": again, "chunked": chunked}
+    for name in ("eta_h", "eta_y", "loss", "status"):
+        for i in range(2):
+            expected = np.asarray(getattr(alone[i], name))
+            for label, fit in batches.items():
+                for k in where[label][i]:
+                    np.testing.assert_array_equal(np.asarray(getattr(fit, name))[k], expected,
+                                                  err_msg=f"{name} of trajectory {i} in {label}[{k}]")
 
 
 def _train_two_points(setting, seeds):

@@ -1,6 +1,7 @@
 """The un-reduced linearized theory against the 3-D effective theory (DESIGN.md §1)."""
 
 import functools
+import re
 
 import diffrax
 import jax
@@ -169,6 +170,12 @@ def test_step_budget_is_reported_not_raised():
     (dict(ts=TS[::-1]), "ts"),
     (dict(max_steps=0), "max_steps"),
     (dict(solver="tsit5"), "solver"),
+    (dict(rtol=-1e-6), "rtol must be None or a finite number >= 0"),
+    (dict(rtol=np.nan), "rtol must be None or a finite number >= 0"),
+    (dict(atol="1e-9"), "atol must be None or a finite number >= 0"),
+    (dict(eta_h="fast"), "eta_h must be a real numeric array"),
+    (dict(dx="x"), "dx must be a real numeric array"),
+    (dict(state0=(1.0, 2.0, 3.0)), "state0 must be a LinearizedState"),
 ])
 def test_bad_arguments_raise(change, name):
     dx, dy_target, mean_target, state0, _ = _pair()
@@ -191,3 +198,15 @@ def test_bad_state_raises(field, bad, name):
     with pytest.raises(ValueError, match=name):
         theory.solve_linearized(LinearizedState(**fields), TS, dx, dy_target, mean_target,
                                 ETA_H, ETA_Y, ETA_MEAN)
+
+
+@pytest.mark.parametrize("eta_h, eta_y, name", [
+    (0.0, ETA_Y, "eta_h must be > 0"),
+    (-ETA_H, ETA_Y, "eta_h must be > 0"),
+    (ETA_H, 0.0, "eta_y must be > 0"),
+    (ETA_H, np.nan, "eta_y must be finite"),
+])
+def test_balance_rejects_bad_rates(eta_h, eta_y, name):
+    _, _, _, state0, _ = _pair()
+    with pytest.raises(ValueError, match=re.escape(name)):
+        theory.linearized_balance(state0, eta_h, eta_y)

@@ -188,3 +188,15 @@ def test_rates_must_be_scalars():
         theory.predicted_distance_matrix(m, m, m, m, np.array([1.0, 2.0, 3.0]), 1.0)
     with pytest.raises(ValueError, match="eta_y must be a scalar"):
         theory.structure_prediction(m, m, 1.0, np.ones(3))
+
+
+def test_wrong_types_raise_naming_the_argument():
+    m = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 1.5], [2.0, 1.5, 0.0]])
+    with pytest.raises(ValueError, match="dx2 must be a real numeric array"):
+        theory.predicted_distance_matrix("m", m, m, m, 1.0, 1.0)
+    with pytest.raises(ValueError, match="y0 must be a real numeric array"):
+        theory.predicted_distance_matrix(m, m, m, m.astype(bool), 1.0, 1.0)
+    with pytest.raises(ValueError, match="eta_y must be a real numeric array"):
+        theory.predicted_distance_matrix(m, m, m, m, 1.0, "fast")
+    with pytest.raises(ValueError, match="measured must be a numeric array"):
+        theory.matrix_correlation(m, [[1.0], [1.0, 2.0]])

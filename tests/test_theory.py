@@ -255,10 +255,18 @@ GOOD = dict(z0=np.array([0.1, 0.01, 0.0]), ts=TS, eta_h=1e-3, eta_y=1e-3, dx2=1.
     ("eta_y", -1e-3, "eta_y must be > 0"),
     ("dy2", -0.1, "dy2 must be >= 0"),
     ("eta_h", np.nan, "eta_h must be finite"),
-    ("z0", np.array([0.0, 0.01, 0.0]), "h0 (z0[..., 0]) must be > 0"),
-    ("z0", np.array([-0.1, 0.01, 0.0]), "h0 (z0[..., 0]) must be > 0"),
-    ("z0", np.array([0.1, np.nan, 0.0]), "z0 must be finite"),
     ("z0", np.array([0.1, 0.01]), "z0 must have shape [..., 3]"),
+    ("z0", "0.1", "z0 must be a real numeric array"),
+    ("eta_y", "fast", "eta_y must be a real numeric array"),
+    ("solver", "tsit5", "solver must be a diffrax solver"),
+    ("stiff_solver", diffrax.Kvaerno5, "stiff_solver must be a diffrax solver"),
+    ("rtol", -1e-6, "rtol must be None or a finite number >= 0"),
+    ("rtol", np.nan, "rtol must be None or a finite number >= 0"),
+    ("atol", "1e-9", "atol must be None or a finite number >= 0"),
+    ("h_floor", "small", "h_floor must be a finite number > 0.0 and < 1.0"),
+    ("chunk_size", 0, "chunk_size must be an integer >= 1"),
+    ("ts", np.array([0.0, np.nan, 2.0]), "ts must be finite"),
+    ("ts", np.array([1.0]), "ts must be a 1-D array of at least 2 times"),
     ("ts", TS[::-1], "ts must be strictly increasing"),
     ("eta_h", np.ones(4) * 1e-3, "do not broadcast"),
 ])
@@ -280,3 +288,104 @@ def test_bad_input_raises(field, value, words):
 def test_bad_input_raises_in_closed_forms(call, words):
     with pytest.raises(ValueError, match=__import__("re").escape(words)):
         call()
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: theory.rich_limit(np.ones(3) * 1e-3, np.ones(4) * 1e-3, 1.0, 0.5), "eta_h (3,), eta_y (4,)"),
+    (lambda: theory.invariant(GOOD["z0"], 1e-3, 0.0, 1.0), "eta_y must be > 0"),
+    (lambda: theory.invariant(GOOD["z0"], np.nan, 1e-3, 1.0), "eta_h must be finite"),
+    (lambda: theory.invariant(GOOD["z0"], -1e-3, 1e-3, 1.0), "eta_h must be > 0"),
+    (lambda: theory.invariant(GOOD["z0"][:2], 1e-3, 1e-3, 1.0), "z must have shape [..., 3]"),
+    (lambda: theory.loss_curve(TS, np.zeros((41, 2)), 0.5, 0.1, 0.1), "z must have shape [..., len(ts), 3]"),
+    (lambda: theory.loss_curve(TS, np.zeros((40, 3)), 0.5, 0.1, 0.1), "z must have shape [..., len(ts), 3]"),
+    (lambda: theory.loss_curve(TS[::-1], np.zeros((41, 3)), 0.5, 0.1, 0.1), "ts must be strictly increasing"),
+    (lambda: theory.loss_curve(np.where(TS > 5, np.nan, TS), np.zeros((41, 3)), 0.5, 0.1, 0.1), "ts must be finite"),
+    (lambda: theory.loss_curve(TS, np.full((41, 3), np.nan), 0.5, 0.1, 0.1), "z must be finite"),
+    (lambda: theory.final_distance("0.1", 0.1, 1e-3, 1e-3, 1.0, 0.5), "h0 must be a real numeric array"),
+])
+def test_closed_forms_validate_their_arguments(call, words):
+    with pytest.raises(ValueError, match=__import__("re").escape(words)):
+        call()
+
+
+def test_bad_elements_get_bad_input_status_and_spoil_nothing(x64):
+    z0, *p = _params(seed=20)
+    z0 = z0[:6]
+    p = [a[:6] for a in p]
+    bad_z0, bad_p = z0.copy(), [a.copy() for a in p]
+    bad_z0[1] = [np.nan, 0.1, 0.0]
+    bad_z0[2, 0] = 0.0           # h0 = 0
+    bad_z0[3, 1] = -1e-3         # y0 < 0
+    bad_p[0][4] = -1e-3          # eta_h < 0
+    bad_p[3][5] = np.nan         # dy2 NaN
+    sol = theory.solve(bad_z0, TS, *bad_p)
+    status = np.asarray(sol.status)
+    np.testing.assert_array_equal(status, [Status.OK] + [Status.BAD_INPUT] * 5)
+    assert np.all(np.isnan(np.asarray(sol.zs[1:])))
+    alone = theory.solve(z0[0], TS, *(a[0] for a in p))
+    np.testing.assert_array_equal(np.asarray(sol.zs[0]), np.asarray(alone.zs))
+
+
+def test_under_jit_bad_values_report_bad_input(x64):
+    z0 = GOOD["z0"]
+    run = jax.jit(lambda z, ts, eh, ey: theory.solve(z, ts, eh, ey, 1.0, 0.5).status)
+    assert int(run(z0, TS, 1e-3, 1e-3)) == Status.OK
+    for eh in (-1e-3, np.nan, 0.0):
+        assert int(run(z0, TS, eh, 1e-3)) == Status.BAD_INPUT, eh
+    assert int(run(z0, TS, 1e-3, np.inf)) == Status.BAD_INPUT
+    assert int(run(z0 * [-1, 1, 1], TS, 1e-3, 1e-3)) == Status.BAD_INPUT
+    for ts in (TS[::-1], np.where(TS > 100, np.nan, TS)):
+        assert int(run(z0, ts, 1e-3, 1e-3)) == Status.BAD_INPUT
+
+
+def test_empty_batch_gives_empty_results():
+    sol = theory.solve(np.zeros((0, 3)), TS, 1e-3, 1e-3, 1.0, 0.5)
+    assert sol.zs.shape == (0, len(TS), 3) and sol.status.shape == (0,)
+    sol = theory.solve(np.ones((2, 0, 3)), TS, 1e-3, 1e-3, 1.0, 0.5)
+    assert sol.zs.shape == (2, 0, len(TS), 3)
+
+
+def test_new_batch_size_or_times_in_the_same_bucket_do_not_recompile(x64):
+    traces = []
+
+    def field(t, z, args):  # the theory's field, counting how often a program traces it
+        traces.append(1)
+        return theory.vector_field(t, z, args)
+
+    z0, *p = _params(seed=21)
+    theory.solve(z0[:5], TS, *(a[:5] for a in p), vector_field=field).zs.block_until_ready()
+    before = len(traces)
+    # 5 -> 7 elements (bucket 8); 41 -> 50 save times (bucket 64).
+    sol = theory.solve(z0[:7], np.linspace(0.0, 4000.0, 50), *(a[:7] for a in p), vector_field=field)
+    assert sol.zs.shape == (7, 50, 3)
+    assert len(traces) == before
+    # The padded save times do not change the result at the requested ones.
+    ref = _scipy_reference(z0[6], tuple(a[6] for a in p), np.linspace(0.0, 4000.0, 50))
+    assert np.max(np.abs(np.asarray(sol.zs[6]) - ref) / np.abs(ref).max(0)) < 1e-4
+    # A batch in another bucket does compile.
+    theory.solve(z0[:9], TS, *(a[:9] for a in p), vector_field=field)
+    assert len(traces) > before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_determinism(x64, dtype):
+    """Bitwise the same for the same call; round-off level (here: bitwise) across batch
+    sizes, positions in the batch and chunk sizes."""
+    z0, *p = (np.asarray(a, dtype) for a in _params(seed=22))
+    ts = TS.astype(dtype)
+    first = np.asarray(theory.solve(z0, ts, *p).zs)
+    np.testing.assert_array_equal(np.asarray(theory.solve(z0, ts, *p).zs), first)
+    eps = np.finfo(dtype).eps
+    scale = np.abs(first).max(axis=1, keepdims=True)
+    variants = {
+        "alone": [np.asarray(theory.solve(z0[i], ts, *(a[i] for a in p)).zs) for i in range(3)],
+        "three copies": [np.asarray(theory.solve(np.stack([z0[i]] * 3), ts, *(a[i] for a in p)).zs[2])
+                         for i in range(3)],
+        "chunk 1": list(np.asarray(theory.solve(z0, ts, *p, chunk_size=1).zs)[:3]),
+        "chunk 3": list(np.asarray(theory.solve(z0, ts, *p, chunk_size=3).zs)[:3]),
+        "reversed": list(np.asarray(theory.solve(z0[::-1], ts, *(a[::-1] for a in p)).zs)[::-1][:3]),
+    }
+    for name, zs in variants.items():
+        for i, z in enumerate(zs):
+            err = np.max(np.abs(z - first[i]) / scale[i])
+            assert err <= 4 * eps, (name, i, err / eps)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from typing import Callable
 
 import diffrax
 import equinox as eqx
@@ -37,8 +38,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .._batching import chunked_vmap
-from .._validation import check_int_range, check_increasing, check_nonnegative, check_positive, is_concrete
+from .._batching import bucket, chunk_width, chunked_vmap, pad_rows
+from .._validation import (
+    as_array,
+    check_increasing,
+    check_int_range,
+    check_nonnegative,
+    check_positive,
+    check_real,
+    check_solver,
+    check_tolerance,
+    check_vector_field,
+    is_concrete,
+)
 from ..theory._dynamics import _final_distance, vector_field
 from ._lm import init_state, levenberg_marquardt
 
@@ -56,8 +68,16 @@ class FitStatus(enum.IntEnum):
     """The theory could not be solved over the whole trajectory at any rates tried
     (step budget spent, non-finite state or h reached 0); rates and loss are NaN/inf."""
     BAD_DATA = 3
-    """The trajectory holds non-finite values or h0 ≤ 0 (only reachable under jit,
-    where the host-side checks cannot run)."""
+    """This element's data are invalid, so it was not fitted: the trajectory holds
+    non-finite values, h0 ≤ 0 or y0 < 0, or its dx2/dy2 are not finite with dx2 > 0,
+    dy2 ≥ 0 (or, under jit, ``ts`` is not finite and strictly increasing). Rates
+    NaN, loss inf. The other elements are fitted as if it were absent."""
+    UNDETERMINED = 4
+    """The data do not determine the rates: at the best point found, multiplying a
+    rate by e changes the theory's trajectory by less than 10·rtol (the solve's
+    relative tolerance) of the data's RMS value — e.g. a constant trajectory, or data
+    resting at a fixed point, where the fit drifts to arbitrary rates. Rates NaN;
+    loss and R² are those of the best point found."""
 
 
 class RateFit(eqx.Module):
@@ -66,8 +86,10 @@ class RateFit(eqx.Module):
     ``eta_h``, ``eta_y``: fitted rates (per training step). ``loss``: the objective
     L over all steps at the fitted rates. ``r2``: [..., 3] coefficient of
     determination 1 − SS_res/SS_tot of the h, y and w series (NaN for a constant
-    series). ``status``: :class:`FitStatus`. ``iterations``: Levenberg–Marquardt
-    iterations, both stages together.
+    series: one whose RMS deviation from its mean is at most 10·eps·max|series|,
+    eps the dtype's machine epsilon, i.e. SS_tot ≤ T·(10·eps·max|x|)²).
+    ``status``: :class:`FitStatus`. ``iterations``: Levenberg–Marquardt iterations,
+    both stages together.
     """
 
     eta_h: jax.Array
@@ -88,6 +110,7 @@ class _Config(eqx.Module):
     atol: float = eqx.field(static=True)
     max_steps: int = eqx.field(static=True)
     h_floor: float = eqx.field(static=True)
+    field: Callable = eqx.field(static=True, default=vector_field)
 
 
 # ---------------------------------------------------------------------------
@@ -109,7 +132,7 @@ def _theory(log_rates, z0, ts, dx2, dy2, cfg: _Config, *, dense: bool):
 
     saveat = diffrax.SaveAt(dense=True) if dense else diffrax.SaveAt(ts=ts)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), cfg.solver, ts[0], ts[-1], None, z0, args,
+        diffrax.ODETerm(cfg.field), cfg.solver, ts[0], ts[-1], None, z0, args,
         saveat=saveat, stepsize_controller=diffrax.PIDController(rtol=cfg.rtol, atol=cfg.atol),
         event=diffrax.Event(stop), max_steps=cfg.max_steps, throw=False,
         adjoint=diffrax.ForwardMode(),
@@ -133,28 +156,49 @@ def _residual_fn(data, ts, weights, dx2, dy2, cfg, dense):
 # ---------------------------------------------------------------------------
 # Starting point.
 
-def _integrated_features(data, ts, dx2, dy2):
-    """∫A dt and ∫B dt from ts[0] (trapezoid), where dz/dt = η_h·A(z) + η_y·B(z)."""
+def _integrated_features(data, ts, dx2, dy2, field=vector_field):
+    """∫A dt and ∫B dt from ts[0] (trapezoid), where dz/dt = η_h·A(z) + η_y·B(z),
+    and whether the field is linear in the rates at the data (always, for the theory's).
+
+    For the theory's field A and B are written out; for another field they are the
+    field at (η_h, η_y) = (1, 0) and (0, 1), and linearity is checked at every data
+    point against the field at (0, 0) (must vanish) and at (2, 3) (must be 2A + 3B).
+    """
     h, y, w = data[:, 0], data[:, 1], data[:, 2]
-    safe_h = jnp.where(h > 0, h, 1.0)
-    a = jnp.stack([-dx2 * w, -dx2 * w * y / safe_h, -0.5 * dx2 * (y + w) * w / safe_h], -1)
-    b = jnp.stack([jnp.zeros_like(h), -w * h, -0.5 * (3.0 * w - y + dy2) * h], -1)
+    if field is vector_field:
+        safe_h = jnp.where(h > 0, h, 1.0)
+        a = jnp.stack([-dx2 * w, -dx2 * w * y / safe_h, -0.5 * dx2 * (y + w) * w / safe_h], -1)
+        b = jnp.stack([jnp.zeros_like(h), -w * h, -0.5 * (3.0 * w - y + dy2) * h], -1)
+        linear = jnp.array(True)
+    else:
+        one, zero = jnp.ones((), data.dtype), jnp.zeros((), data.dtype)
+        at = lambda eh, ey: jax.vmap(lambda t, z: field(t, z, (eh, ey, dx2, dy2)))(ts, data)
+        a, b = at(one, zero), at(zero, one)
+        f0, f23 = at(zero, zero), at(2.0 * one, 3.0 * one)
+        finite = jnp.isfinite(a) & jnp.isfinite(b) & jnp.isfinite(f0) & jnp.isfinite(f23)
+        a, b = jnp.where(finite, a, 0.0), jnp.where(finite, b, 0.0)
+        f0, f23 = jnp.where(finite, f0, 0.0), jnp.where(finite, f23, 0.0)
+        scale = jnp.abs(2.0 * a) + jnp.abs(3.0 * b)
+        tol = 1e-6 if data.dtype == jnp.float64 else 1e-3
+        linear = (jnp.all(jnp.abs(f23 - 2.0 * a - 3.0 * b) <= tol * scale + jnp.finfo(data.dtype).tiny)
+                  & jnp.all(jnp.abs(f0) <= tol * (jnp.abs(a) + jnp.abs(b)) + jnp.finfo(data.dtype).tiny))
     dt = jnp.diff(ts)[:, None]
 
     def cumtrapz(f):
         inc = 0.5 * dt * (f[1:] + f[:-1])
         return jnp.concatenate([jnp.zeros_like(f[:1]), jnp.cumsum(inc, axis=0)])
 
-    return cumtrapz(a), cumtrapz(b)
+    return cumtrapz(a), cumtrapz(b), linear
 
 
-def _initial_rates(data, ts, dx2, dy2):
+def _initial_rates(data, ts, dx2, dy2, field=vector_field):
     """Linear least squares of z(t) − z(0) = η_h·∫A + η_y·∫B over all steps and series.
 
     Non-positive or non-finite estimates fall back to one-series magnitudes
-    (|Δh| / ∫dx2·|w|, |Δy| / ∫|w|·h), then to 1/(time span). Returns [2] rates.
+    (|Δh| / ∫dx2·|w|, |Δy| / ∫|w|·h), then to 1/(time span). A field that is not
+    linear in the rates gets 1/(time span) for both. Returns [2] rates.
     """
-    ia, ib = _integrated_features(data, ts, dx2, dy2)
+    ia, ib, linear = _integrated_features(data, ts, dx2, dy2, field)
     dz = data - data[0]
     m = jnp.array([[jnp.sum(ia * ia), jnp.sum(ia * ib)], [jnp.sum(ia * ib), jnp.sum(ib * ib)]])
     rhs = jnp.array([jnp.sum(ia * dz), jnp.sum(ib * dz)])
@@ -168,21 +212,28 @@ def _initial_rates(data, ts, dx2, dy2):
     mag_h = jnp.abs(dz[-1, 0]) / jnp.abs(ia[-1, 0])
     mag_y = jnp.abs(jnp.max(jnp.abs(dz[:, 1]))) / jnp.max(jnp.abs(ib[:, 1]))
     fallback = jnp.stack([mag_h, mag_y])
-    good = lambda v: jnp.isfinite(v) & (v > 0)
+    good = lambda v: jnp.isfinite(v) & (v > 0) & linear
     rates = jnp.where(good(joint), joint, jnp.where(good(fallback), fallback, 1.0 / span))
     return rates
 
 
-def initial_rates(h, y, w, dx2, dy2, *, ts=None):
+def initial_rates(h, y, w, dx2, dy2, *, ts=None, vector_field=vector_field):
     """The integrated-field least-squares estimate of (η_h, η_y) that seeds :func:`fit_rates`.
 
     Returns an array [..., 2] of rates per training step (no ODE solve involved).
+    ``vector_field``: as in :func:`fit_rates` (a field not linear in the rates gives
+    1/(time span) for both rates).
     """
-    data, ts, dx2, dy2, batch = _prepare(h, y, w, dx2, dy2, ts)
-    return _initial_rates_batch(data, ts, dx2, dy2).reshape(batch + (2,))
+    data, ts, dx2, dy2, batch = _prepare(h, y, w, dx2, dy2, ts, strict=True)
+    check_vector_field("vector_field", vector_field, data.dtype)
+    if data.shape[0] == 0:
+        return jnp.zeros(batch + (2,), data.dtype)
+    return _initial_rates_batch(data, ts, dx2, dy2, vector_field).reshape(batch + (2,))
 
 
-_initial_rates_batch = jax.jit(jax.vmap(_initial_rates, in_axes=(0, None, 0, 0)))
+@functools.partial(jax.jit, static_argnums=4)
+def _initial_rates_batch(data, ts, dx2, dy2, field):
+    return jax.vmap(lambda d, x2, y2: _initial_rates(d, ts, x2, y2, field))(data, dx2, dy2)
 
 
 # ---------------------------------------------------------------------------
@@ -210,19 +261,32 @@ def _grid_offsets(n: int, decades: float):
 
 
 def _r2(resid, data):
+    """1 − SS_res/SS_tot per series (axis 0 is time); NaN for a constant series.
+
+    Constant: RMS deviation from the mean ≤ 10·eps·max|x| (a relative tolerance on
+    SS_tot). Deviations are taken from the first value, so an exactly constant
+    series gives SS_tot = 0 whatever the round-off of its mean.
+    """
     ss_res = jnp.sum(resid * resid, axis=0)
-    dev = data - jnp.mean(data, axis=0)
+    shifted = data - data[:1]
+    dev = shifted - jnp.mean(shifted, axis=0)
     ss_tot = jnp.sum(dev * dev, axis=0)
-    safe = jnp.where(ss_tot > 0, ss_tot, 1.0)
-    return jnp.where(ss_tot > 0, 1.0 - ss_res / safe, jnp.nan)
+    eps = jnp.finfo(data.dtype).eps
+    scale = 10.0 * eps * jnp.max(jnp.abs(data), axis=0)
+    varies = ss_tot > data.shape[0] * scale * scale
+    safe = jnp.where(varies, ss_tot, 1.0)
+    return jnp.where(varies, 1.0 - ss_res / safe, jnp.nan)
 
 
-def _fit_one(data, ts, dx2, dy2, center, *, idx, weights, offsets, cfg, grid_cfg, max_iterations,
+def _fit_one(data, ts, ts_ok, dx2, dy2, center, *, idx, weights, offsets, cfg, grid_cfg, max_iterations,
              polish_iterations, xtol, ftol):
     dtype = data.dtype
-    valid = jnp.all(jnp.isfinite(data)) & (data[0, 0] > 0) & jnp.all(jnp.isfinite(center))
+    valid = (jnp.all(jnp.isfinite(data)) & (data[0, 0] > 0) & (data[0, 1] >= 0)
+             & jnp.isfinite(dx2) & (dx2 > 0) & jnp.isfinite(dy2) & (dy2 >= 0) & ts_ok)
+    # Invalid elements are fitted on a stand-in resting at a fixed point (cheap) and masked.
     data = jnp.where(valid, data, jnp.array([1.0, 0.0, 0.0], dtype))
-    center = jnp.where(valid & (center > 0), center, 1.0)
+    dx2, dy2 = jnp.where(valid, dx2, 1.0), jnp.where(valid, dy2, 0.0)
+    center = jnp.where(valid & jnp.isfinite(center) & (center > 0), center, 1.0)
     full = idx.shape[0] == data.shape[0]
 
     sub_data, sub_ts = data[idx], ts[idx]
@@ -264,19 +328,25 @@ def _fit_one(data, ts, dx2, dy2, center, *, idx, weights, offsets, cfg, grid_cfg
         iterations, converged = state.iterations, state.converged
 
     resid = state.residual.reshape(-1, 3)
-    # A rate that does not move the theory at all (e.g. data resting at the fixed
-    # point) is not determined by the data: never report such a fit as OK.
-    identifiable = jnp.all(jnp.sum(state.jac * state.jac, axis=0) > 0)
+    # A rate that barely moves the theory (a constant trajectory, data resting at a
+    # fixed point) is not determined by the data, and the fit drifts to arbitrary
+    # values: never report it. Sensitivity per unit log-rate, RMS over all residuals
+    # (both stages weigh the residuals to sum over every step).
+    sensitivity = jnp.sqrt(jnp.sum(state.jac * state.jac, axis=0) / (3 * ts.shape[0]))
+    data_rms = jnp.sqrt(jnp.mean(data * data))
+    identifiable = jnp.all(sensitivity > 10.0 * cfg.rtol * data_rms)
     status = jnp.where(~valid, FitStatus.BAD_DATA,
                        jnp.where(~state.ok, FitStatus.SOLVER_FAILED,
-                                 jnp.where(converged & identifiable, FitStatus.OK,
-                                           FitStatus.NOT_CONVERGED)))
+                                 jnp.where(~identifiable, FitStatus.UNDETERMINED,
+                                           jnp.where(converged, FitStatus.OK,
+                                                     FitStatus.NOT_CONVERGED))))
     good = status <= FitStatus.NOT_CONVERGED
+    fitted = good | (status == FitStatus.UNDETERMINED)
     rates = jnp.where(good, jnp.exp(state.theta), jnp.nan)
     return RateFit(
         eta_h=rates[0], eta_y=rates[1],
-        loss=jnp.where(good, state.loss, jnp.inf),
-        r2=jnp.where(good, _r2(resid, data), jnp.nan),
+        loss=jnp.where(fitted, state.loss, jnp.inf),
+        r2=jnp.where(fitted, _r2(resid, data), jnp.nan),
         status=status.astype(jnp.int32),
         iterations=iterations,
     )
@@ -291,14 +361,18 @@ def _fit_batch(data, ts, dx2, dy2, init, *, n_fit, grid_points, grid_decades, cf
     # Step (log-rate) and relative-gain tolerances; float32 cannot resolve the loss
     # much below 1e-5 relative over thousands of residuals.
     xtol, ftol = (1e-6, 1e-10) if data.dtype == jnp.float64 else (1e-4, 1e-5)
+    # Under jit the host check of ts cannot run: bad times make every element BAD_DATA.
+    ts_ok = jnp.all(jnp.isfinite(ts)) & jnp.all(jnp.diff(ts) > 0)
+    ts = jnp.where(ts_ok, ts, jnp.arange(ts.shape[0], dtype=ts.dtype))
 
     def one(args):
         d, x2, y2, c = args
-        center = jnp.where(jnp.all(c > 0), c, _initial_rates(d, ts, x2, y2))
-        return _fit_one(d, ts, x2, y2, center, idx=idx, weights=weights, offsets=offsets, cfg=cfg,
-                        grid_cfg=grid_cfg,
-                        max_iterations=max_iterations, polish_iterations=polish_iterations,
-                        xtol=xtol, ftol=ftol)
+        usable = jnp.all(jnp.isfinite(c) & (c > 0))
+        safe_c = jnp.where(usable, c, 1.0)
+        center = jnp.where(usable, safe_c, _initial_rates(d, ts, x2, y2, cfg.field))
+        return _fit_one(d, ts, ts_ok, x2, y2, center, idx=idx, weights=weights, offsets=offsets,
+                        cfg=cfg, grid_cfg=grid_cfg, max_iterations=max_iterations,
+                        polish_iterations=polish_iterations, xtol=xtol, ftol=ftol)
 
     return chunked_vmap(lambda *a: one(a), (data, dx2, dy2, init), chunk_size)
 
@@ -326,6 +400,7 @@ def fit_rates(
     atol: float | None = None,
     max_steps: int = 4096,
     chunk_size: int = 256,
+    vector_field=vector_field,
 ) -> RateFit:
     """Fit (η_h, η_y) of the 3-D theory to trajectories of (h, y, w), one fit per trajectory.
 
@@ -335,15 +410,43 @@ def fit_rates(
     ``h``, ``y``, ``w``: [..., T] with time last; leading dimensions (seeds, layers,
     settings) broadcast together and against ``dx2`` and ``dy2``. ``ts`` defaults to
     0..T−1. ``init``: optional rates [..., 2] to center the grid on instead of the
-    integrated-field estimate (``grid_points=1`` starts exactly there). The grid has
+    integrated-field estimate (``grid_points=1`` starts exactly there); elements
+    whose ``init`` is not finite and > 0 (e.g. a failed earlier fit's NaN) use the
+    estimate. The grid has
     ``grid_points``² log-spaced points spanning ±``grid_decades`` around the center,
     each solved with at most ``grid_max_steps`` steps (more: +inf);
     Levenberg–Marquardt then runs on ``num_fit_times`` sampled steps and finally on
     all of them. ``solver`` defaults to Tsit5 (explicit: the fitted trajectories are
     resolved by ~10²–10³ steps; pass ``diffrax.Kvaerno5()`` for stiff ones).
     Trajectories are fitted ``chunk_size`` at a time (bounds memory; each chunk
-    iterates only as long as its own slowest fit). Results do not depend on batching.
-    Never raises on a trajectory the theory cannot fit: see ``RateFit.status``.
+    iterates only as long as its own slowest fit; rounded down to a power of two,
+    at least 2).
+
+    Never raises on a trajectory the theory cannot fit, nor on invalid data of one
+    element: see ``RateFit.status`` (``BAD_DATA`` for non-finite trajectories,
+    h0 ≤ 0, y0 < 0, or array-valued dx2/dy2 out of range; the others are fitted
+    exactly as without it). Options, ``ts`` and 0-d ``dx2``/``dy2`` are checked on the
+    host and raise ``ValueError`` naming the argument. An empty batch returns empty
+    results.
+
+    Compilation and determinism: the batch is padded to a power of two (at least 2),
+    so batch sizes in one bucket share one compiled program (the number of steps T
+    is not bucketed: it fixes the fitting subsample, and one experiment records one
+    T). The same call gives bitwise the same result; across batch sizes, positions
+    in the batch and chunk sizes a fit agrees to round-off (bitwise on the CPUs
+    tested; a few ulp of the residuals elsewhere, which the iteration can amplify up
+    to its tolerance on a flat objective).
+
+    ``vector_field``: the field fitted, any function ``(t, z, args) -> dz/dt`` with
+    args = (eta_h, eta_y, dx2, dy2); default the theory's, see
+    :data:`rsd.theory.perturbed_vector_fields` for the paper's alternatives. It is
+    static (a new function compiles a new program; the same one reuses it). The grid's
+    center (without ``init``): for the theory's field the integrated-feature estimate
+    above; for another field the same least squares with the features A, B taken as
+    the field at (η_h, η_y) = (1, 0) and (0, 1), valid when the field is linear in the
+    rates (checked at the data: the field at (0, 0) vanishes and at (2, 3) equals
+    2A + 3B); a field that fails the check starts the grid at 1/(time span) for both
+    rates (then widen ``grid_decades`` or pass ``init``).
     """
     data, ts, dx2_b, dy2_b, batch = _prepare(h, y, w, dx2, dy2, ts)
     check_int_range("grid_points", grid_points, 1)
@@ -353,57 +456,80 @@ def fit_rates(
     check_int_range("max_steps", max_steps, 1)
     check_int_range("grid_max_steps", grid_max_steps, 1)
     check_int_range("chunk_size", chunk_size, 1)
-    check_positive("grid_decades", grid_decades)
+    check_real("grid_decades", grid_decades, lo=0.0, lo_open=True)
+    check_solver("solver", solver)
+    check_tolerance("rtol", rtol)
+    check_tolerance("atol", atol)
     n = data.shape[0]
     if init is None:
         init_b = jnp.zeros((n, 2), data.dtype)
     else:
-        init = jnp.asarray(init, data.dtype)
+        init = as_array("init", init).astype(data.dtype)
         if init.ndim < 1 or init.shape[-1] != 2:
             raise ValueError(f"init must have shape [..., 2] holding (eta_h, eta_y); got {init.shape}.")
-        check_positive("init", init)
         try:
             init_b = jnp.broadcast_to(init, batch + (2,)).reshape(n, 2)
         except ValueError:
             raise ValueError(f"init {init.shape} does not broadcast against the trajectories' "
                              f"leading shape {batch}.") from None
-    cfg = _config(data.dtype, solver, rtol, atol, max_steps)
+    check_vector_field("vector_field", vector_field, data.dtype)
+    if n == 0:
+        nan = jnp.full(batch, jnp.nan, data.dtype)
+        return RateFit(eta_h=nan, eta_y=nan, loss=nan, r2=jnp.full(batch + (3,), jnp.nan, data.dtype),
+                       status=jnp.zeros(batch, jnp.int32), iterations=jnp.zeros(batch, jnp.int32))
+    cfg = _config(data.dtype, solver, rtol, atol, max_steps, vector_field)
+    # Power-of-two buckets of the batch size: one compiled program per bucket.
+    data, dx2_b, dy2_b, init_b = pad_rows((data, dx2_b, dy2_b, init_b), bucket(n))
     fit = _fit_batch(data, ts, dx2_b, dy2_b, init_b, n_fit=num_fit_times, grid_points=grid_points,
                      grid_decades=float(grid_decades), cfg=cfg,
-                     grid_cfg=_config(data.dtype, solver, rtol, atol, min(grid_max_steps, max_steps)),
+                     grid_cfg=_config(data.dtype, solver, rtol, atol, min(grid_max_steps, max_steps),
+                                      vector_field),
                      max_iterations=max_iterations,
-                     polish_iterations=polish_iterations, chunk_size=chunk_size)
-    return jax.tree_util.tree_map(lambda a: a.reshape(batch + a.shape[1:]), fit)
+                     polish_iterations=polish_iterations, chunk_size=chunk_width(chunk_size, n))
+    return jax.tree_util.tree_map(lambda a: a[:n].reshape(batch + a.shape[1:]), fit)
 
 
 def fit_layers(h, y, w, dx2, dy2, *, ts=None, **kwargs) -> RateFit:
     """Fit every recorded layer at once: ``h`` [..., T, layers] (``Run.h`` layout),
     ``y`` and ``w`` [..., T] shared by the layers. Returns a :class:`RateFit` [..., layers].
 
-    Same objective and options as :func:`fit_rates`; the layers are fitted together
-    as one batch.
+    Same objective, options, statuses and promises as :func:`fit_rates`; the layers
+    are fitted together as one batch.
     """
-    h = jnp.asarray(h)
+    h, y, w = as_array("h", h), as_array("y", y), as_array("w", w)
+    dx2, dy2 = as_array("dx2", dx2), as_array("dy2", dy2)
     if h.ndim < 2:
         raise ValueError(f"h must have shape [..., T, layers]; got shape {h.shape}.")
-    y, w = jnp.asarray(y), jnp.asarray(w)
+    for name, a in (("y", y), ("w", w)):
+        if a.ndim < 1:
+            raise ValueError(f"{name} must have shape [..., T] with time last; got a scalar.")
     return fit_rates(jnp.moveaxis(h, -1, -2), y[..., None, :], w[..., None, :],
-                     jnp.asarray(dx2)[..., None], jnp.asarray(dy2)[..., None], ts=ts, **kwargs)
+                     dx2[..., None], dy2[..., None], ts=ts, **kwargs)
 
 
 def fit_objective(log_rates, h, y, w, dx2, dy2, *, ts=None, solver=None, rtol=None, atol=None,
-                  max_steps: int = 4096):
+                  max_steps: int = 4096, vector_field=vector_field):
     """L(log η_h, log η_y) = Σ_t ||z(t) − ẑ(t)||² for ONE trajectory (h, y, w of shape [T]).
 
     ``log_rates`` = (log η_h, log η_y). Differentiate it in forward mode
     (``jax.jacfwd``/``jax.jvp``: two inputs, one output). A failed solve gives +inf
-    with a zero (finite) derivative.
+    with a zero (finite) derivative. ``vector_field``: as in :func:`fit_rates`.
+    Invalid data raise ``ValueError`` (one trajectory: there is no status to carry).
     """
-    data, ts, dx2_b, dy2_b, batch = _prepare(h, y, w, dx2, dy2, ts)
+    data, ts, dx2_b, dy2_b, batch = _prepare(h, y, w, dx2, dy2, ts, strict=True)
     if batch != ():
         raise ValueError(f"fit_objective takes one trajectory (h, y, w of shape [T]); got batch {batch}.")
-    cfg = _config(data.dtype, solver, rtol, atol, max_steps)
-    return _objective(jnp.asarray(log_rates, data.dtype), data[0], ts, dx2_b[0], dy2_b[0], cfg)
+    log_rates = as_array("log_rates", log_rates)
+    if log_rates.shape != (2,):
+        raise ValueError(f"log_rates must have shape (2,) holding (log eta_h, log eta_y); "
+                         f"got {log_rates.shape}.")
+    check_solver("solver", solver)
+    check_tolerance("rtol", rtol)
+    check_tolerance("atol", atol)
+    check_int_range("max_steps", max_steps, 1)
+    check_vector_field("vector_field", vector_field, data.dtype)
+    cfg = _config(data.dtype, solver, rtol, atol, max_steps, vector_field)
+    return _objective(log_rates.astype(data.dtype), data[0], ts, dx2_b[0], dy2_b[0], cfg)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
@@ -414,7 +540,7 @@ def _objective(log_rates, data, ts, dx2, dy2, cfg):
     return jnp.where(ok, jnp.sum(r * r), jnp.inf)
 
 
-def _config(dtype, solver, rtol, atol, max_steps):
+def _config(dtype, solver, rtol, atol, max_steps, field=vector_field):
     f64 = dtype == jnp.float64
     return _Config(
         solver=diffrax.Tsit5() if solver is None else solver,
@@ -422,12 +548,19 @@ def _config(dtype, solver, rtol, atol, max_steps):
         atol=float(atol if atol is not None else (1e-10 if f64 else 1e-8)),
         max_steps=int(max_steps),
         h_floor=1e-6,
+        field=field,
     )
 
 
-def _prepare(h, y, w, dx2, dy2, ts):
-    """Host checks; returns data [n, T, 3], ts [T], dx2 [n], dy2 [n] and the leading shape."""
-    h, y, w = jnp.asarray(h), jnp.asarray(y), jnp.asarray(w)
+def _prepare(h, y, w, dx2, dy2, ts, *, strict=False):
+    """Host checks; returns data [n, T, 3], ts [T], dx2 [n], dy2 [n] and the leading shape.
+
+    Per-element values (trajectories; array-valued dx2, dy2) are only checked when
+    ``strict`` — otherwise the fit marks bad elements BAD_DATA; 0-d dx2 and dy2
+    apply to every element and are always checked.
+    """
+    h, y, w = as_array("h", h), as_array("y", y), as_array("w", w)
+    dx2, dy2 = as_array("dx2", dx2), as_array("dy2", dy2)
     for name, a in (("h", h), ("y", y), ("w", w)):
         if a.ndim < 1:
             raise ValueError(f"{name} must be a trajectory with time on the last axis; got a scalar.")
@@ -437,16 +570,17 @@ def _prepare(h, y, w, dx2, dy2, ts):
     n_times = h.shape[-1]
     if n_times < 3:
         raise ValueError(f"trajectories must have at least 3 steps; got {n_times}.")
-    dtype = jnp.result_type(h, y, w, float)
+    dtype = jnp.promote_types(jnp.result_type(h, y, w), jnp.float32)
     if ts is None:
         ts = jnp.arange(n_times, dtype=dtype)
     else:
-        ts = jnp.asarray(ts, dtype)
+        ts = as_array("ts", ts)
         if ts.shape != (n_times,):
             raise ValueError(f"ts must have shape ({n_times},) like the trajectories' last axis; "
                              f"got {ts.shape}.")
-        check_increasing("ts", ts)
-    if is_concrete(h, y, w):
+        ts = ts.astype(dtype)
+        check_increasing("ts", ts)  # in the working precision: no equal neighbours
+    if strict and is_concrete(h, y, w):
         for name, a in (("h", h), ("y", y), ("w", w)):
             bad = ~np.isfinite(np.asarray(a))
             if bad.any():
@@ -455,17 +589,19 @@ def _prepare(h, y, w, dx2, dy2, ts):
                                  f"values (first at index {tuple(int(i) for i in where)}).")
         check_positive("h at the first step (h[..., 0])", h[..., 0])
         check_nonnegative("y at the first step (y[..., 0])", y[..., 0])
-    check_positive("dx2", dx2)
-    check_nonnegative("dy2", dy2)
+    if strict or dx2.ndim == 0:
+        check_positive("dx2", dx2)
+    if strict or dy2.ndim == 0:
+        check_nonnegative("dy2", dy2)
     try:
-        batch = np.broadcast_shapes(h.shape[:-1], y.shape[:-1], w.shape[:-1],
-                                    jnp.shape(dx2), jnp.shape(dy2))
+        batch = np.broadcast_shapes(h.shape[:-1], y.shape[:-1], w.shape[:-1], dx2.shape, dy2.shape)
     except ValueError:
         raise ValueError(f"leading shapes do not broadcast: h {h.shape[:-1]}, y {y.shape[:-1]}, "
-                         f"w {w.shape[:-1]}, dx2 {jnp.shape(dx2)}, dy2 {jnp.shape(dy2)}.") from None
+                         f"w {w.shape[:-1]}, dx2 {dx2.shape}, dy2 {dy2.shape}.") from None
+    batch = tuple(int(d) for d in batch)
     n = int(np.prod(batch))
-    data = jnp.stack([jnp.broadcast_to(a, batch + (n_times,)).astype(dtype) for a in (h, y, w)], -1)
+    data = jnp.stack([jnp.broadcast_to(a.astype(dtype), batch + (n_times,)) for a in (h, y, w)], -1)
     data = data.reshape(n, n_times, 3)
-    dx2_b = jnp.broadcast_to(jnp.asarray(dx2, dtype), batch).reshape(n)
-    dy2_b = jnp.broadcast_to(jnp.asarray(dy2, dtype), batch).reshape(n)
-    return data, ts, dx2_b, dy2_b, tuple(batch)
+    dx2_b = jnp.broadcast_to(dx2.astype(dtype), batch).reshape(n)
+    dy2_b = jnp.broadcast_to(dy2.astype(dtype), batch).reshape(n)
+    return data, ts, dx2_b, dy2_b, batch

@@ -5,8 +5,9 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from .._validation import check_int_range
+from .._validation import as_array, check_int_range, check_real
 from ._loss_rate import LossRateFit
 from ._rates import FitStatus, RateFit
 
@@ -36,23 +37,41 @@ def summarize_rates(fit, ok=None, *, axis: int = 0, confidence: float = 0.95,
     a :class:`LossRateFit` (``{"eta_mean": ...}``) or an array of rates with an optional
     boolean ``ok`` mask (returns one :class:`RateSummary`). Fits whose status is not
     OK are left out of every statistic. ``key`` defaults to ``jax.random.key(0)``.
+    An empty seed axis, an ``axis`` out of range or an ``ok`` of another shape
+    raise ``ValueError`` naming the argument.
     """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1); got {confidence!r}.")
+    check_real("confidence", confidence, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     check_int_range("num_resamples", num_resamples, 1)
     key = jax.random.key(0) if key is None else key
     if isinstance(fit, RateFit):
+        named = {"eta_h": fit.eta_h, "eta_y": fit.eta_y}
         mask = fit.status == FitStatus.OK
-        return {name: _summarize(getattr(fit, name), mask, axis, confidence, num_resamples, key)
-                for name in ("eta_h", "eta_y")}
-    if isinstance(fit, LossRateFit):
+    elif isinstance(fit, LossRateFit):
+        named = {"eta_mean": fit.eta_mean}
         mask = fit.status == FitStatus.OK
-        return {"eta_mean": _summarize(fit.eta_mean, mask, axis, confidence, num_resamples, key)}
-    values = jnp.asarray(fit)
-    mask = jnp.ones(values.shape, bool) if ok is None else jnp.broadcast_to(jnp.asarray(ok, bool), values.shape)
-    if values.ndim == 0:
-        raise ValueError("summarize_rates needs an axis of seeds; got a scalar.")
-    return _summarize(values, mask, axis, confidence, num_resamples, key)
+    else:
+        values = as_array("fit", fit)
+        if ok is None:
+            mask = jnp.ones(values.shape, bool)
+        else:
+            ok = ok if isinstance(ok, jax.Array) else np.asarray(ok)
+            if ok.dtype != np.bool_ and not np.issubdtype(ok.dtype, np.integer):
+                raise ValueError(f"ok must be a boolean mask; got dtype {ok.dtype}.")
+            ok = jnp.asarray(ok).astype(bool)
+            try:
+                mask = jnp.broadcast_to(ok, values.shape)
+            except ValueError:
+                raise ValueError(f"ok {ok.shape} must broadcast to the rates' shape "
+                                 f"{values.shape}.") from None
+        named = {"fit": values}
+    shape = next(iter(named.values())).shape
+    if len(shape) == 0:
+        raise ValueError("summarize_rates needs an axis of seeds; got a scalar fit.")
+    check_int_range("axis", axis, -len(shape), len(shape) - 1)
+    if shape[axis] == 0:
+        raise ValueError(f"fit must hold at least one seed along axis {axis}; got shape {shape}.")
+    out = {name: _summarize(v, mask, axis, confidence, num_resamples, key) for name, v in named.items()}
+    return out["fit"] if "fit" in out else out
 
 
 def _summarize(values, mask, axis, confidence, num_resamples, key):

@@ -4,7 +4,19 @@ State z = (h, y, w): squared representational distance, squared output distance
 and alignment of a pair of inputs; time in training steps.
 """
 
-from ._dynamics import final_distance, invariant, lazy_limit, loss_curve, rich_limit, vector_field
+from ._dynamics import (
+    final_distance,
+    invariant,
+    lazy_limit,
+    loss_curve,
+    perturbed_vector_fields,
+    rich_limit,
+    vector_field,
+    vector_field_dh_doubled,
+    vector_field_dw_eta_h_flipped,
+    vector_field_dy_doubled,
+    vector_field_dy_eta_h_dropped,
+)
 from ._linearized import (
     LinearizedSolution,
     LinearizedState,
@@ -18,6 +30,11 @@ from ._solve import Solution, Status, solve
 
 __all__ = [
     "vector_field",
+    "vector_field_dy_doubled",
+    "vector_field_dh_doubled",
+    "vector_field_dw_eta_h_flipped",
+    "vector_field_dy_eta_h_dropped",
+    "perturbed_vector_fields",
     "invariant",
     "final_distance",
     "rich_limit",

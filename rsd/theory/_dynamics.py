@@ -7,10 +7,23 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .._validation import check_broadcast, check_nonnegative, check_positive
+from .._validation import (
+    as_array,
+    check_broadcast,
+    check_finite,
+    check_increasing,
+    check_nonnegative,
+    check_positive,
+    is_concrete,
+)
 
 __all__ = [
     "vector_field",
+    "vector_field_dy_doubled",
+    "vector_field_dh_doubled",
+    "vector_field_dw_eta_h_flipped",
+    "vector_field_dy_eta_h_dropped",
+    "perturbed_vector_fields",
     "invariant",
     "final_distance",
     "rich_limit",
@@ -38,9 +51,86 @@ def vector_field(t, z, args):
     return jnp.stack([dh, dy, dw], axis=-1)
 
 
+def _terms(z, args):
+    """The theory's terms, (dh, dy_η_y, dy_η_h, dw_η_y, dw_η_h): dz/dt is their sum."""
+    eta_h, eta_y, dx2, dy2 = args
+    h, y, w = z[..., 0], z[..., 1], z[..., 2]
+    a = eta_h * dx2
+    return (-a * w, -w * eta_y * h, -w * a * y / h,
+            -0.5 * eta_y * (3.0 * w - y + dy2) * h, -0.5 * a * (y + w) * w / h)
+
+
+# The paper's "alternatives" experiment (DESIGN.md §6): four fields that differ from
+# the theory in one term each, fitted to the same trajectories as the true one.
+
+def vector_field_dy_doubled(t, z, args):
+    """Alternative (1), dy/dt doubled; args = (eta_h, eta_y, dx2, dy2):
+
+        dh/dt = -η_h·dx2·w
+        dy/dt = -2·w·(η_y·h + η_h·dx2·y/h)
+        dw/dt = -½·η_y·(3w - y + dy2)·h - ½·η_h·dx2·(y + w)·w/h
+    """
+    dh, dy_y, dy_h, dw_y, dw_h = _terms(z, args)
+    return jnp.stack([dh, 2.0 * (dy_y + dy_h), dw_y + dw_h], axis=-1)
+
+
+def vector_field_dh_doubled(t, z, args):
+    """Alternative (2), dh/dt doubled; args = (eta_h, eta_y, dx2, dy2):
+
+        dh/dt = -2·η_h·dx2·w
+        dy/dt = -w·(η_y·h + η_h·dx2·y/h)
+        dw/dt = -½·η_y·(3w - y + dy2)·h - ½·η_h·dx2·(y + w)·w/h
+    """
+    dh, dy_y, dy_h, dw_y, dw_h = _terms(z, args)
+    return jnp.stack([2.0 * dh, dy_y + dy_h, dw_y + dw_h], axis=-1)
+
+
+def vector_field_dw_eta_h_flipped(t, z, args):
+    """Alternative (3), the sign of the η_h term of dw/dt flipped; args = (eta_h, eta_y, dx2, dy2):
+
+        dh/dt = -η_h·dx2·w
+        dy/dt = -w·(η_y·h + η_h·dx2·y/h)
+        dw/dt = -½·η_y·(3w - y + dy2)·h + ½·η_h·dx2·(y + w)·w/h
+    """
+    dh, dy_y, dy_h, dw_y, dw_h = _terms(z, args)
+    return jnp.stack([dh, dy_y + dy_h, dw_y - dw_h], axis=-1)
+
+
+def vector_field_dy_eta_h_dropped(t, z, args):
+    """Alternative (4), the η_h term dropped from dy/dt; args = (eta_h, eta_y, dx2, dy2):
+
+        dh/dt = -η_h·dx2·w
+        dy/dt = -w·η_y·h
+        dw/dt = -½·η_y·(3w - y + dy2)·h - ½·η_h·dx2·(y + w)·w/h
+    """
+    dh, dy_y, dy_h, dw_y, dw_h = _terms(z, args)
+    return jnp.stack([dh, dy_y, dw_y + dw_h], axis=-1)
+
+
+perturbed_vector_fields = {
+    "dy_doubled": vector_field_dy_doubled,
+    "dh_doubled": vector_field_dh_doubled,
+    "dw_eta_h_flipped": vector_field_dw_eta_h_flipped,
+    "dy_eta_h_dropped": vector_field_dy_eta_h_dropped,
+}
+"""The four alternatives of the paper's "alternatives" experiment, name → field
+(numbered (1)–(4) in DESIGN.md §6), each with :func:`vector_field`'s signature."""
+
+
 def invariant(z, eta_h, eta_y, dx2):
-    """C = h - (η_h·dx2/η_y)·y/h, conserved along every solution."""
-    z = jnp.asarray(z)
+    """C = h - (η_h·dx2/η_y)·y/h, conserved along every solution.
+
+    ``z`` [..., 3] = (h, y, w) with h > 0 and finite; rates and dx2 finite and > 0,
+    broadcasting against z's leading shape (checked on the host).
+    """
+    z = as_array("z", z)
+    eta_h, eta_y, dx2 = as_array("eta_h", eta_h), as_array("eta_y", eta_y), as_array("dx2", dx2)
+    _check_state("z", z)
+    _check_rates(eta_h=eta_h, eta_y=eta_y, dx2=dx2)
+    check_broadcast({"z[..., 0]": z.shape[:-1], "eta_h": eta_h.shape, "eta_y": eta_y.shape,
+                     "dx2": dx2.shape})
+    if is_concrete(z):
+        check_positive("h (z[..., 0])", z[..., 0])
     h, y = z[..., 0], z[..., 1]
     return h - (eta_h * dx2 / eta_y) * y / h
 
@@ -51,11 +141,13 @@ def final_distance(h0, y0, eta_h, eta_y, dx2, dy2):
     Written as k·dy2 / (sqrt(C²/4 + k·dy2) - C/2) when C < 0 so that the lazy
     limit with a large negative C loses no digits.
     """
+    h0, y0 = as_array("h0", h0), as_array("y0", y0)
+    eta_h, eta_y, dx2, dy2 = _as_rates(eta_h, eta_y, dx2, dy2)
     _check_rates(eta_h=eta_h, eta_y=eta_y, dx2=dx2, dy2=dy2)
     check_positive("h0", h0)
     check_nonnegative("y0", y0)
-    check_broadcast({"h0": jnp.shape(h0), "y0": jnp.shape(y0), "eta_h": jnp.shape(eta_h),
-                     "eta_y": jnp.shape(eta_y), "dx2": jnp.shape(dx2), "dy2": jnp.shape(dy2)})
+    check_broadcast({"h0": h0.shape, "y0": y0.shape, "eta_h": eta_h.shape,
+                     "eta_y": eta_y.shape, "dx2": dx2.shape, "dy2": dy2.shape})
     return _final_distance(h0, y0, eta_h, eta_y, dx2, dy2)
 
 
@@ -71,32 +163,63 @@ def _final_distance(h0, y0, eta_h, eta_y, dx2, dy2):
 
 def rich_limit(eta_h, eta_y, dx2, dy2):
     """h∞ as h0, y0 → 0: sqrt(η_h/η_y·dx2·dy2), the geometric mean of input and output distance."""
+    eta_h, eta_y, dx2, dy2 = _as_rates(eta_h, eta_y, dx2, dy2)
     _check_rates(eta_h=eta_h, eta_y=eta_y, dx2=dx2, dy2=dy2)
+    check_broadcast({"eta_h": eta_h.shape, "eta_y": eta_y.shape, "dx2": dx2.shape, "dy2": dy2.shape})
     return jnp.sqrt(eta_h / eta_y * dx2 * dy2)
 
 
 def lazy_limit(h0):
     """h∞ for large initial weights: the representation barely moves, h∞ ≈ h0."""
+    h0 = as_array("h0", h0)
     check_positive("h0", h0)
-    return jnp.asarray(h0)
+    return h0
 
 
 def loss_curve(ts, z, dy2, eta_mean, e0):
     """L(t) = ¼·(2·e^(-2·η_ȳ·t)·e0 + w + ½·(dy2 - y)) for one-dimensional output.
 
-    ``z`` holds (h, y, w) at the times ``ts`` (shape [..., len(ts), 3]); t is the
-    number of training steps since the start, and ``e0`` the mean-output error at t = 0.
+    ``z`` holds (h, y, w) at the times ``ts`` (shape [..., len(ts), 3], finite); t is
+    the number of training steps since the start (``ts`` 1-D, finite, strictly
+    increasing), and ``e0`` the mean-output error at t = 0. ``dy2``, ``eta_mean`` and
+    ``e0`` broadcast against z's leading shape (checked on the host).
     """
+    ts, z = as_array("ts", ts), as_array("z", z)
+    dy2, eta_mean, e0 = as_array("dy2", dy2), as_array("eta_mean", eta_mean), as_array("e0", e0)
     check_nonnegative("dy2", dy2)
     check_positive("eta_mean", eta_mean)
     check_nonnegative("e0", e0)
-    z = jnp.asarray(z)
-    ts = jnp.asarray(ts)
+    if ts.ndim != 1 or ts.shape[0] < 1:
+        raise ValueError(f"ts must be a 1-D array of times; got shape {ts.shape}.")
+    check_finite("ts", ts)
+    if ts.shape[0] > 1:
+        check_increasing("ts", ts)
+    if z.ndim < 2 or z.shape[-1] != 3 or z.shape[-2] != ts.shape[0]:
+        raise ValueError(f"z must have shape [..., len(ts), 3] = [..., {ts.shape[0]}, 3] holding "
+                         f"(h, y, w) at the times ts; got shape {z.shape}.")
+    check_finite("z", z)
+    check_broadcast({"z[..., 0, 0]": z.shape[:-2], "dy2": dy2.shape, "eta_mean": eta_mean.shape,
+                     "e0": e0.shape})
+    return _loss_curve(ts, z, dy2, eta_mean, e0)
+
+
+def _loss_curve(ts, z, dy2, eta_mean, e0):
     y, w = z[..., 1], z[..., 2]
     eta_mean = jnp.asarray(eta_mean)[..., None]
     e0 = jnp.asarray(e0)[..., None]
     dy2 = jnp.asarray(dy2)[..., None]
     return 0.25 * (2.0 * jnp.exp(-2.0 * eta_mean * ts) * e0 + w + 0.5 * (dy2 - y))
+
+
+def _as_rates(eta_h, eta_y, dx2, dy2):
+    return tuple(as_array(name, p) for name, p in
+                 (("eta_h", eta_h), ("eta_y", eta_y), ("dx2", dx2), ("dy2", dy2)))
+
+
+def _check_state(name, z):
+    if z.ndim < 1 or z.shape[-1] != 3:
+        raise ValueError(f"{name} must have shape [..., 3] holding (h, y, w); got shape {z.shape}.")
+    check_finite(name, z)
 
 
 def _check_rates(**named):

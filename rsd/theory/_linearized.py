@@ -28,7 +28,15 @@ import jax
 import jax.numpy as jnp
 
 from .. import quantities
-from .._validation import check_finite, check_increasing, check_int_range, check_positive
+from .._validation import (
+    as_array,
+    check_finite,
+    check_increasing,
+    check_int_range,
+    check_positive,
+    check_solver,
+    check_tolerance,
+)
 from ._solve import Status, default_tolerances
 
 __all__ = [
@@ -114,7 +122,12 @@ def linearized_observables(state, dx, dy_target, mean_target):
 
 
 def linearized_balance(state, eta_h, eta_y):
-    """Q = Dyᵀ·Dy/η_y − Dh·Dhᵀ/η_h [..., hidden, hidden], conserved by the flow for any Dy."""
+    """Q = Dyᵀ·Dy/η_y − Dh·Dhᵀ/η_h [..., hidden, hidden], conserved by the flow for any Dy.
+
+    The rates must be finite and > 0 (checked on the host; ``ValueError`` naming them).
+    """
+    check_positive("eta_h", eta_h)
+    check_positive("eta_y", eta_y)
     dec, enc = state.dec, state.enc
     return (jnp.einsum("...oh,...ok->...hk", dec, dec) / eta_y
             - jnp.einsum("...hi,...ki->...hk", enc, enc) / eta_h)
@@ -152,16 +165,22 @@ def solve_linearized(
     Tolerances default to rtol=1e-6, atol=1e-9 (float64) or rtol=1e-5, atol=1e-8
     (float32); the solver defaults to Tsit5 with a PID step-size controller.
     """
-    ts = jnp.asarray(ts)
-    dx, dy_target, mean_target = (jnp.asarray(a) for a in (dx, dy_target, mean_target))
-    state0 = LinearizedState(*(jnp.asarray(a) for a in (state0.enc, state0.dec, state0.mean)))
+    if not isinstance(state0, LinearizedState):
+        raise ValueError(f"state0 must be a LinearizedState(enc, dec, mean); got {type(state0).__name__}.")
+    ts = as_array("ts", ts)
+    dx, dy_target, mean_target = (as_array(name, a) for name, a in
+                                  (("dx", dx), ("dy_target", dy_target), ("mean_target", mean_target)))
+    state0 = LinearizedState(*(as_array(f"state0.{name}", getattr(state0, name))
+                               for name in ("enc", "dec", "mean")))
+    eta_h, eta_y, eta_mean = (as_array(name, a) for name, a in
+                              (("eta_h", eta_h), ("eta_y", eta_y), ("eta_mean", eta_mean)))
+    check_tolerance("rtol", rtol)
+    check_tolerance("atol", atol)
     _check_args(state0, ts, dx, dy_target, mean_target, eta_h, eta_y, eta_mean, max_steps)
-    if solver is not None and not isinstance(solver, diffrax.AbstractSolver):
-        raise ValueError(f"solver must be a diffrax solver (e.g. diffrax.Tsit5()) or None; "
-                         f"got {solver!r}.")
+    check_solver("solver", solver)
 
-    dtype = jnp.result_type(state0.enc, state0.dec, state0.mean, dx, dy_target,
-                            mean_target, eta_h, eta_y, eta_mean, float)
+    dtype = jnp.promote_types(jnp.result_type(state0.enc, state0.dec, state0.mean, dx, dy_target,
+                                              mean_target, eta_h, eta_y, eta_mean), jnp.float32)
     rtol, atol = default_tolerances(dtype, rtol, atol)
     cast = lambda a: jnp.asarray(a, dtype)  # noqa: E731
     state0 = jax.tree_util.tree_map(cast, state0)

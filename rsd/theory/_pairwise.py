@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import (
+    as_array,
     as_host,
     check_finite,
     check_nonnegative,
@@ -42,9 +43,10 @@ def predicted_distance_matrix(dx2, dy2, h0, y0, eta_h, eta_y):
     * H0 = 0: the limit h0 → 0⁺ at fixed y0, i.e. sqrt(η_h/η_y·DX·DY) (the rich
       limit) when Y0 = 0 and 0 when Y0 > 0.
     """
-    dx2, dy2, h0, y0 = (jnp.asarray(a) for a in (dx2, dy2, h0, y0))
+    dx2, dy2, h0, y0 = (as_array(name, a) for name, a in
+                        (("dx2", dx2), ("dy2", dy2), ("h0", h0), ("y0", y0)))
     _check_matrices(dx2=dx2, dy2=dy2, h0=h0, y0=y0)
-    _check_scalar_rates(eta_h, eta_y)
+    eta_h, eta_y = _check_scalar_rates(eta_h, eta_y)
 
     dtype = jnp.result_type(dx2, dy2, h0, y0, eta_h, eta_y, float)
     dx2, dy2, h0, y0 = (a.astype(dtype) for a in (dx2, dy2, h0, y0))
@@ -85,9 +87,9 @@ def structure_prediction(dx2, dy2, eta_h=1.0, eta_y=1.0):
     geometric mean of its input and output distances. With the default rates it
     is a shape to correlate against, not an absolute prediction.
     """
-    dx2, dy2 = jnp.asarray(dx2), jnp.asarray(dy2)
+    dx2, dy2 = as_array("dx2", dx2), as_array("dy2", dy2)
     _check_matrices(dx2=dx2, dy2=dy2)
-    _check_scalar_rates(eta_h, eta_y)
+    eta_h, eta_y = _check_scalar_rates(eta_h, eta_y)
     prod = eta_h / eta_y * dx2 * dy2
     pos = prod > 0
     # Double where keeps the gradient of sqrt at 0 (the diagonal) finite.
@@ -100,7 +102,7 @@ def matrix_correlation(predicted, measured):
     The paper's figure of merit; NaN when either triangle is constant (undefined,
     as with numpy.corrcoef), with gradients kept finite.
     """
-    predicted, measured = jnp.asarray(predicted), jnp.asarray(measured)
+    predicted, measured = as_array("predicted", predicted), as_array("measured", measured)
     for name, m in (("predicted", predicted), ("measured", measured)):
         _check_square(name, m)
         check_finite(name, m)
@@ -151,8 +153,12 @@ def _check_matrices(**named):
 
 def _check_scalar_rates(eta_h, eta_y):
     """One rate pair per matrix: a vector of rates would make the matrix asymmetric."""
+    rates = []
     for name, rate in (("eta_h", eta_h), ("eta_y", eta_y)):
-        if jnp.ndim(rate) != 0:
+        rate = as_array(name, rate)
+        if rate.ndim != 0:
             raise ValueError(f"{name} must be a scalar (one rate for all pairs; vmap to batch "
-                             f"over rates); got shape {jnp.shape(rate)}.")
+                             f"over rates); got shape {rate.shape}.")
         check_positive(name, rate)
+        rates.append(rate)
+    return rates

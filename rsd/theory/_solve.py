@@ -11,16 +11,19 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .._batching import bucket, chunk_width, chunked_vmap, pad_rows
 from .._validation import (
+    as_array,
     check_broadcast,
-    check_finite,
     check_increasing,
     check_int_range,
     check_nonnegative,
     check_positive,
-    is_concrete,
+    check_real,
+    check_solver,
+    check_tolerance,
+    check_vector_field,
 )
-from .._batching import chunked_vmap
 from ._dynamics import _final_distance, vector_field
 
 __all__ = ["Status", "Solution", "solve"]
@@ -37,6 +40,11 @@ class Status(enum.IntEnum):
     """The step budget was spent (by the implicit solver too, when it was tried)."""
     FAILED = 3
     """The solver failed otherwise: a non-finite state or a collapsed step size."""
+    BAD_INPUT = 4
+    """This element's input is invalid, so it was not solved: z0 not finite, h0 ≤ 0
+    or y0 < 0; a rate or dx2 not finite and > 0, dy2 not finite and ≥ 0; or (under
+    ``jit``, where the host checks cannot run) ``ts`` not finite and strictly
+    increasing. Its ``zs`` are NaN."""
 
 
 class Solution(eqx.Module):
@@ -44,7 +52,8 @@ class Solution(eqx.Module):
 
     ``zs[..., i, :]`` is (h, y, w) at ``ts[i]``. After a trajectory stops early
     (status ``HIT_ZERO`` or ``FAILED``) its remaining entries hold the last state
-    reached, so ``zs`` is finite wherever the solver produced a finite state.
+    reached, so ``zs`` is finite wherever the solver produced a finite state;
+    elements with status ``BAD_INPUT`` hold NaN.
     """
 
     ts: jax.Array
@@ -76,8 +85,9 @@ def solve(
     chunk_size: int = 256,
     stiff_chunk_size: int = 32,
     h_floor: float = 1e-6,
+    vector_field=vector_field,
 ):
-    """Solve dz/dt = :func:`vector_field` from ``z0`` and save z at the times ``ts``.
+    """Solve dz/dt = ``vector_field`` from ``z0`` and save z at the times ``ts``.
 
     ``z0`` has shape [..., 3]; the rates and distances broadcast against its
     leading dimensions; ``ts`` (training steps, increasing) is shared. Works under
@@ -96,31 +106,83 @@ def solve(
 
     Tolerances default to rtol=1e-6, atol=1e-9 (float64) or rtol=1e-5, atol=1e-8
     (float32). Statuses are :class:`Status` values.
+
+    Invalid values: options, ``ts`` and 0-d (whole-batch) rates and distances are
+    checked on the host and raise ``ValueError`` naming the argument. Per-element
+    values — ``z0`` and array-valued rates or distances — never raise: an invalid
+    element gets status ``BAD_INPUT`` and NaN states, and the others are solved as
+    if it were absent. Under ``jit`` every value check becomes a ``BAD_INPUT`` status.
+    An empty batch (a zero-size leading dimension) returns empty results.
+
+    Compilation and determinism: the batch is padded to a power of two (at least 2)
+    and ``ts`` to a power-of-two length (by repeating its last time, which the solve
+    then reports as the state at ``ts[-1]``), so new batch sizes and numbers of save
+    times within one bucket reuse the compiled program; ``chunk_size`` is rounded
+    down to a power of two (at least 2). The same call gives bitwise the same
+    result; across batch sizes, positions in the batch and chunk sizes an element's
+    result agrees to round-off (a few ulp; bitwise on the CPUs tested).
+
+    ``vector_field``: the field to solve, any function ``(t, z, args) -> dz/dt`` with
+    args = (eta_h, eta_y, dx2, dy2), default the theory's :func:`vector_field` (see
+    :data:`perturbed_vector_fields` for the paper's alternatives). It is static: each
+    new function compiles a new program, the same function object reuses it (pass the
+    function itself, not a fresh ``lambda`` per call). The h-floor scale and the
+    chunk ordering still use the theory's closed forms; both only steer the solver.
     """
-    z0 = jnp.asarray(z0)
-    ts = jnp.asarray(ts)
-    _check_solve_args(z0, ts, eta_h, eta_y, dx2, dy2, max_steps, stiff_max_steps,
-                      chunk_size, stiff_chunk_size, h_floor)
-    # Rates go in as arrays so that new values never trigger a recompilation.
-    eta_h, eta_y, dx2, dy2 = (jnp.asarray(p) for p in (eta_h, eta_y, dx2, dy2))
-    return _solve(z0, ts, eta_h, eta_y, dx2, dy2, rtol=rtol, atol=atol, max_steps=max_steps,
-                  solver=solver, stiff_solver=stiff_solver, stiff_max_steps=stiff_max_steps,
-                  chunk_size=chunk_size, stiff_chunk_size=stiff_chunk_size, h_floor=h_floor)
+    z0, ts = as_array("z0", z0), as_array("ts", ts)
+    eta_h, eta_y, dx2, dy2 = (as_array(name, p) for name, p in
+                              (("eta_h", eta_h), ("eta_y", eta_y), ("dx2", dx2), ("dy2", dy2)))
+    batch = _check_solve_args(z0, ts, eta_h, eta_y, dx2, dy2, max_steps, stiff_max_steps,
+                              chunk_size, stiff_chunk_size, h_floor, solver, stiff_solver, rtol, atol)
+    dtype = jnp.promote_types(jnp.result_type(z0, eta_h, eta_y, dx2, dy2), jnp.float32)
+    check_vector_field("vector_field", vector_field, dtype)
+    n, n_times = math.prod(batch), ts.shape[0]
+    ts = ts.astype(dtype)
+    if n == 0:
+        return Solution(ts=ts, zs=jnp.zeros(batch + (n_times, 3), dtype),
+                        status=jnp.zeros(batch, jnp.int32), num_steps=jnp.zeros(batch, jnp.int32),
+                        stiff=jnp.zeros(batch, bool))
+    z0s = jnp.broadcast_to(z0.astype(dtype), batch + (3,)).reshape(n, 3)
+    ps = jnp.stack([jnp.broadcast_to(p.astype(dtype), batch).reshape(n)
+                    for p in (eta_h, eta_y, dx2, dy2)], axis=-1)
+    # Power-of-two buckets: one compiled program per bucket of batch sizes and of
+    # numbers of save times (the padded times repeat ts[-1], where the solve ends).
+    z0s, ps = pad_rows((z0s, ps), bucket(n))
+    ts_padded = pad_rows(ts, bucket(n_times))
+    sol = _solve(z0s, ps, ts_padded, jnp.asarray(n_times, jnp.int32),
+                 rtol=None if rtol is None else float(rtol), atol=None if atol is None else float(atol),
+                 max_steps=max_steps, solver=solver, stiff_solver=stiff_solver,
+                 stiff_max_steps=stiff_max_steps, chunk_size=chunk_width(chunk_size, n),
+                 stiff_chunk_size=chunk_width(stiff_chunk_size, n), h_floor=float(h_floor),
+                 field=vector_field)
+    zs, status, steps, stiff = sol
+    return Solution(
+        ts=ts,
+        zs=zs[:n, :n_times].reshape(batch + (n_times, 3)),
+        status=status[:n].reshape(batch),
+        num_steps=steps[:n].reshape(batch),
+        stiff=stiff[:n].reshape(batch),
+    )
 
 
 @eqx.filter_jit
-def _solve(z0, ts, eta_h, eta_y, dx2, dy2, *, rtol, atol, max_steps, solver, stiff_solver,
-           stiff_max_steps, chunk_size, stiff_chunk_size, h_floor):
-    dtype = jnp.result_type(z0, eta_h, eta_y, dx2, dy2, float)
-    z0 = z0.astype(dtype)
-    ts = ts.astype(dtype)
+def _solve(z0s, ps, ts, n_times, *, rtol, atol, max_steps, solver, stiff_solver,
+           stiff_max_steps, chunk_size, stiff_chunk_size, h_floor, field):
+    """Flat, padded batch: z0s [n, 3], ps [n, 4] = (η_h, η_y, dx2, dy2), ts [T] whose
+    first ``n_times`` entries are the requested times. Returns (zs, status, steps, stiff)."""
+    dtype = z0s.dtype
+    n = z0s.shape[0]
     rtol, atol = default_tolerances(dtype, rtol, atol)
 
-    params = [jnp.asarray(p, dtype) for p in (eta_h, eta_y, dx2, dy2)]
-    batch = jnp.broadcast_shapes(z0.shape[:-1], *(p.shape for p in params))
-    n = math.prod(batch)
-    z0s = jnp.broadcast_to(z0, batch + (3,)).reshape(n, 3)
-    ps = jnp.stack([jnp.broadcast_to(p, batch).reshape(n) for p in params], axis=-1)
+    # Invalid elements (only NaN/negative values reach here) are solved from a
+    # harmless stand-in — the fixed point (1, 0, 0) with dy2 = 0 — and masked.
+    real = jnp.arange(ts.shape[0]) < n_times
+    ts_ok = (jnp.all(jnp.isfinite(ts))
+             & jnp.all(jnp.where(real[1:], jnp.diff(ts) > 0, True)) & (n_times >= 2))
+    ts = jnp.where(ts_ok, ts, jnp.minimum(jnp.arange(ts.shape[0]), n_times - 1).astype(dtype))
+    valid = _valid_input(z0s, ps) & ts_ok
+    z0s = jnp.where(valid[:, None], z0s, jnp.asarray([1.0, 0.0, 0.0], dtype))
+    ps = jnp.where(valid[:, None], ps, jnp.asarray([1.0, 1.0, 1.0, 0.0], dtype))
 
     # Chunks step as long as their slowest element, so group elements of similar
     # stiffness: sort by a cheap estimate of the number of steps each needs.
@@ -128,25 +190,28 @@ def _solve(z0, ts, eta_h, eta_y, dx2, dy2, *, rtol, atol, max_steps, solver, sti
     z0s, ps = z0s[order], ps[order]
 
     explicit = solver if solver is not None else diffrax.Tsit5()
-    one = _one_solver(explicit, ts, rtol, atol, max_steps, h_floor)
+    one = _one_solver(explicit, ts, rtol, atol, max_steps, h_floor, field)
     zs, status, steps = chunked_vmap(one, (z0s, ps), chunk_size)
     stiff = jnp.zeros(n, bool)
 
     if solver is None:
         implicit = stiff_solver if stiff_solver is not None else diffrax.Kvaerno5()
-        redo = _one_solver(implicit, ts, rtol, atol, stiff_max_steps, h_floor)
+        redo = _one_solver(implicit, ts, rtol, atol, stiff_max_steps, h_floor, field)
         zs, status, steps, stiff = _resolve_failures(
             redo, z0s, ps, zs, status, steps, min(stiff_chunk_size, n))
 
     unsort = lambda a: jnp.zeros_like(a).at[order].set(a)
     zs, status, steps, stiff = unsort(zs), unsort(status), unsort(steps), unsort(stiff)
-    return Solution(
-        ts=ts,
-        zs=zs.reshape(batch + zs.shape[1:]),
-        status=status.reshape(batch),
-        num_steps=steps.reshape(batch),
-        stiff=stiff.reshape(batch),
-    )
+    zs = jnp.where(valid[:, None, None], zs, jnp.nan)
+    status = jnp.where(valid, status, Status.BAD_INPUT).astype(jnp.int32)
+    return zs, status, steps, stiff
+
+
+def _valid_input(z0s, ps):
+    """Per element: z0 finite with h0 > 0, y0 ≥ 0; rates and dx2 finite > 0; dy2 finite ≥ 0."""
+    finite = jnp.all(jnp.isfinite(z0s), -1) & jnp.all(jnp.isfinite(ps), -1)
+    return (finite & (z0s[:, 0] > 0) & (z0s[:, 1] >= 0) & (ps[:, 0] > 0) & (ps[:, 1] > 0)
+            & (ps[:, 2] > 0) & (ps[:, 3] >= 0))
 
 
 def _h_scale(z0, eta_h, eta_y, dx2, dy2):
@@ -177,10 +242,10 @@ def _stiffness(z0s, ps, duration):
     return jnp.maximum(rate0, rate_inf) * duration
 
 
-def _one_solver(solver, ts, rtol, atol, max_steps, h_floor):
-    """A function solving ONE trajectory: (z0 [3], params [4]) -> (zs [T, 3], status, steps)."""
+def _one_solver(solver, ts, rtol, atol, max_steps, h_floor, field):
+    """A function solving ONE trajectory of dz/dt = field: (z0 [3], params [4]) -> (zs [T, 3], status, steps)."""
     # args carry the floor after the four parameters of the vector field.
-    term = diffrax.ODETerm(lambda t, z, args: vector_field(t, z, args[:4]))
+    term = diffrax.ODETerm(lambda t, z, args: field(t, z, args[:4]))
     controller = diffrax.PIDController(rtol=rtol, atol=atol)
     # Saving every step and interpolating afterwards costs a fraction of
     # SaveAt(ts): under vmap diffrax's save-at-ts loop rewrites the whole output
@@ -199,7 +264,7 @@ def _one_solver(solver, ts, rtol, atol, max_steps, h_floor):
             saveat=saveat, stepsize_controller=controller, event=diffrax.Event(stop),
             max_steps=max_steps, throw=False,
         )
-        zs, z_end = _hermite_at(ts, sol.ts, sol.ys, (eta_h, eta_y, dx2, dy2))
+        zs, z_end = _hermite_at(ts, sol.ts, sol.ys, (eta_h, eta_y, dx2, dy2), field)
         result = sol.result
         stopped = result == diffrax.RESULTS.event_occurred
         status = jnp.where(
@@ -212,11 +277,11 @@ def _one_solver(solver, ts, rtol, atol, max_steps, h_floor):
     return one
 
 
-def _hermite_at(ts, t_steps, z_steps, args):
+def _hermite_at(ts, t_steps, z_steps, args, vector_field):
     """z at the times ``ts`` from the states saved at every step.
 
     Quintic Hermite interpolation between steps, from z, dz/dt and d²z/dt² at both
-    ends (the latter two from the vector field and its Jacobian-vector product):
+    ends (the latter two from ``vector_field`` and its Jacobian-vector product):
     error O(Δt⁶), below the O(Δt⁵) local error of the 5th-order solvers. Times
     after the last step reached hold its state. Returns (zs [T, 3], last state).
     """
@@ -287,23 +352,28 @@ def _resolve_failures(redo, z0s, ps, zs, status, steps, k):
 
 
 def _check_solve_args(z0, ts, eta_h, eta_y, dx2, dy2, max_steps, stiff_max_steps,
-                      chunk_size, stiff_chunk_size, h_floor):
+                      chunk_size, stiff_chunk_size, h_floor, solver, stiff_solver, rtol, atol):
+    """Host checks of everything that applies to the whole batch; returns the batch shape."""
     if z0.ndim < 1 or z0.shape[-1] != 3:
         raise ValueError(f"z0 must have shape [..., 3] holding (h, y, w); got shape {z0.shape}.")
+    if ts.ndim != 1 or ts.shape[0] < 2:
+        raise ValueError(f"ts must be a 1-D array of at least 2 times; got shape {ts.shape}.")
     check_increasing("ts", ts)
     check_int_range("max_steps", max_steps, 1)
     check_int_range("stiff_max_steps", stiff_max_steps, 1)
     check_int_range("chunk_size", chunk_size, 1)
     check_int_range("stiff_chunk_size", stiff_chunk_size, 1)
-    if not (0 < h_floor < 1):
-        raise ValueError(f"h_floor must be in (0, 1); got {h_floor!r}.")
-    check_broadcast({"z0[..., 0]": z0.shape[:-1], "eta_h": jnp.shape(eta_h),
-                     "eta_y": jnp.shape(eta_y), "dx2": jnp.shape(dx2), "dy2": jnp.shape(dy2)})
-    if is_concrete(z0):
-        check_finite("z0", z0)
-        check_positive("h0 (z0[..., 0])", z0[..., 0])
-        check_nonnegative("y0 (z0[..., 1])", z0[..., 1])
-    check_positive("eta_h", eta_h)
-    check_positive("eta_y", eta_y)
-    check_positive("dx2", dx2)
-    check_nonnegative("dy2", dy2)
+    check_real("h_floor", h_floor, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    check_solver("solver", solver)
+    check_solver("stiff_solver", stiff_solver)
+    check_tolerance("rtol", rtol)
+    check_tolerance("atol", atol)
+    batch = check_broadcast({"z0[..., 0]": z0.shape[:-1], "eta_h": eta_h.shape,
+                             "eta_y": eta_y.shape, "dx2": dx2.shape, "dy2": dy2.shape})
+    # 0-d rates and distances apply to every element: a bad one is the caller's
+    # mistake, not one element's. Array values are per element (status BAD_INPUT).
+    for name, p, check in (("eta_h", eta_h, check_positive), ("eta_y", eta_y, check_positive),
+                           ("dx2", dx2, check_positive), ("dy2", dy2, check_nonnegative)):
+        if p.ndim == 0:
+            check(name, p)
+    return tuple(int(d) for d in batch)

@@ -1,0 +1,198 @@
+"""The ``vector_field=`` option of solve and the fits, and the paper's four alternatives."""
+
+import re
+
+import numpy as np
+import pytest
+from jax import monitoring
+from scipy.integrate import solve_ivp
+
+from rsd import theory
+from rsd.fitting import fit_layers, fit_objective, fit_rates, initial_rates
+
+TS = np.linspace(0.0, 1000.0, 41)
+Z0 = np.array([[1e-3, 1e-4, 1e-4 - np.sqrt(0.5e-4)], [2.0, 0.3, 0.3 - np.sqrt(0.15)],
+               [0.1, 0.01, 0.0], [0.5, 0.05, 0.05 - np.sqrt(0.025)]])
+ETA_H = np.array([8e-3, 3e-3, 1e-2, 5e-3])
+ETA_Y = np.array([12e-3, 2e-3, 2e-2, 4e-3])
+DX2 = np.array([1.0, 0.7, 1.3, 1.0])
+DY2 = np.array([0.5, 0.5, 0.8, 0.5])
+TIGHT = dict(rtol=1e-11, atol=1e-14)
+
+
+def _numpy_field(kind):
+    """DESIGN.md §1 and §6 written out again in numpy, independently of rsd."""
+    def f(t, z, eta_h, eta_y, dx2, dy2):
+        h, y, w = z
+        dh = -eta_h * dx2 * w
+        dy_y, dy_h = -w * eta_y * h, -w * eta_h * dx2 * y / h
+        dw_y, dw_h = -0.5 * eta_y * (3 * w - y + dy2) * h, -0.5 * eta_h * dx2 * (y + w) * w / h
+        return {
+            "true": [dh, dy_y + dy_h, dw_y + dw_h],
+            "dy_doubled": [dh, 2 * (dy_y + dy_h), dw_y + dw_h],
+            "dh_doubled": [2 * dh, dy_y + dy_h, dw_y + dw_h],
+            "dw_eta_h_flipped": [dh, dy_y + dy_h, dw_y - dw_h],
+            "dy_eta_h_dropped": [dh, dy_y, dw_y + dw_h],
+        }[kind]
+    return f
+
+
+def _scipy(kind, z0, p, ts):
+    f = _numpy_field(kind)
+    sol = solve_ivp(lambda t, z: f(t, z, *p), (ts[0], ts[-1]), z0, method="DOP853", t_eval=ts,
+                    rtol=1e-13, atol=1e-15)
+    assert sol.success
+    return sol.y.T
+
+
+class _Compiles:
+    """Counts XLA compilations while active."""
+
+    def __enter__(self):
+        self.names = []
+        self._listener = lambda name, *a, **k: (self.names.append(name)
+                                                if "backend_compile" in name else None)
+        monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc):
+        monitoring.unregister_event_duration_listener(self._listener)
+
+
+def test_the_four_alternatives_are_public_and_documented():
+    fields = theory.perturbed_vector_fields
+    assert list(fields) == ["dy_doubled", "dh_doubled", "dw_eta_h_flipped", "dy_eta_h_dropped"]
+    assert fields["dy_doubled"] is theory.vector_field_dy_doubled
+    for f in fields.values():
+        assert "dh/dt" in f.__doc__ and "dw/dt" in f.__doc__
+
+
+@pytest.mark.parametrize("kind", ["dy_doubled", "dh_doubled", "dw_eta_h_flipped", "dy_eta_h_dropped"])
+def test_field_values_match_numpy(x64, kind):
+    rng = np.random.default_rng(0)
+    z = np.abs(rng.normal(size=(3,))) + 0.1
+    p = (0.3, 0.7, 1.2, 0.4)
+    got = np.asarray(theory.perturbed_vector_fields[kind](0.0, z, p))
+    np.testing.assert_allclose(got, _numpy_field(kind)(0.0, z, *p), rtol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["dy_doubled", "dh_doubled", "dw_eta_h_flipped", "dy_eta_h_dropped"])
+def test_solve_with_a_perturbed_field_matches_scipy(x64, kind):
+    sol = theory.solve(Z0, TS, ETA_H, ETA_Y, DX2, DY2, vector_field=theory.perturbed_vector_fields[kind],
+                       **TIGHT)
+    np.testing.assert_array_equal(sol.status, theory.Status.OK)
+    for i in range(len(Z0)):
+        ref = _scipy(kind, Z0[i], (ETA_H[i], ETA_Y[i], DX2[i], DY2[i]), TS)
+        err = np.abs(np.asarray(sol.zs[i]) - ref).max(0) / np.abs(ref).max(0)
+        assert err.max() < 1e-9, (i, err)
+    # and differs from the true theory (the option is not ignored).
+    true = theory.solve(Z0, TS, ETA_H, ETA_Y, DX2, DY2, **TIGHT)
+    assert np.max(np.abs(np.asarray(true.zs) - np.asarray(sol.zs))) > 1e-3
+
+
+def test_default_field_is_unchanged(x64):
+    # The default and the theory's field passed explicitly run the same program;
+    # a wrapper of it is a new program doing the same arithmetic: bitwise equal too.
+    default = theory.solve(Z0, TS, ETA_H, ETA_Y, DX2, DY2)
+    explicit = theory.solve(Z0, TS, ETA_H, ETA_Y, DX2, DY2, vector_field=theory.vector_field)
+    wrapped = theory.solve(Z0, TS, ETA_H, ETA_Y, DX2, DY2,
+                           vector_field=lambda t, z, a: theory.vector_field(t, z, a))
+    for other in (explicit, wrapped):
+        np.testing.assert_array_equal(np.asarray(default.zs), np.asarray(other.zs))
+        np.testing.assert_array_equal(np.asarray(default.status), np.asarray(other.status))
+    ref = _scipy("true", Z0[0], (ETA_H[0], ETA_Y[0], DX2[0], DY2[0]), TS)
+    assert np.max(np.abs(np.asarray(default.zs[0]) - ref)) < 1e-5
+
+
+def test_same_field_twice_does_not_recompile_a_new_one_does(x64):
+    def counted(t, z, args):
+        return theory.vector_field_dh_doubled(t, z, args)
+
+    theory.solve(Z0, TS, ETA_H, ETA_Y, DX2, DY2, vector_field=counted).zs.block_until_ready()
+    with _Compiles() as c:
+        theory.solve(Z0, TS, 2 * ETA_H, ETA_Y, DX2, DY2, vector_field=counted).zs.block_until_ready()
+    assert c.names == []
+    other = lambda t, z, args: theory.vector_field_dh_doubled(t, z, args)
+    with _Compiles() as c:
+        theory.solve(Z0, TS, ETA_H, ETA_Y, DX2, DY2, vector_field=other).zs.block_until_ready()
+    assert c.names != []
+
+
+# Trajectories of the TRUE theory from scipy: one rich, one intermediate.
+FIT_TS = np.linspace(0.0, 1500.0, 80)
+FIT_Z0 = np.array([[1e-3, 1e-4, 1e-4 - np.sqrt(0.5e-4)], [0.5, 0.05, 0.05 - np.sqrt(0.025)]])
+FIT_RATES = np.array([[8e-3, 12e-3], [5e-3, 4e-3]])
+FIT = dict(ts=FIT_TS, num_fit_times=24)
+
+
+def _true_data():
+    zs = np.stack([_scipy("true", FIT_Z0[i], (*FIT_RATES[i], 1.0, 0.5), FIT_TS) for i in range(2)])
+    return zs[..., 0], zs[..., 1], zs[..., 2]
+
+
+def test_true_field_fits_best_among_the_alternatives(x64):
+    h, y, w = _true_data()
+    true = fit_rates(h, y, w, 1.0, 0.5, **FIT)
+    np.testing.assert_array_equal(true.status, 0)
+    np.testing.assert_allclose(true.eta_h, FIT_RATES[:, 0], rtol=1e-4)
+    np.testing.assert_allclose(true.eta_y, FIT_RATES[:, 1], rtol=1e-4)
+    for name, field in theory.perturbed_vector_fields.items():
+        alt = fit_rates(h, y, w, 1.0, 0.5, vector_field=field, **FIT)
+        loss = np.where(np.isfinite(alt.loss), alt.loss, np.inf)
+        assert np.all(loss > 1e3 * np.asarray(true.loss)), (name, loss, true.loss)
+        if name == "dh_doubled":
+            # The field is the true one with η_h doubled on dh only: not a reparametrisation.
+            assert np.all(loss > 1e-6)
+
+
+def test_fit_with_same_field_does_not_recompile(x64):
+    h, y, w = _true_data()
+    field = theory.vector_field_dy_eta_h_dropped
+    fit_rates(h, y, w, 1.0, 0.5, vector_field=field, **FIT).loss.block_until_ready()
+    with _Compiles() as c:
+        fit_rates(1.1 * h, y, w, 1.0, 0.5, vector_field=field, **FIT).loss.block_until_ready()
+    assert c.names == []
+
+
+def test_fit_objective_and_fit_layers_use_the_field(x64):
+    h, y, w = _true_data()
+    theta = np.log(FIT_RATES[0])
+    true = float(fit_objective(theta, h[0], y[0], w[0], 1.0, 0.5, ts=FIT_TS))
+    alt = float(fit_objective(theta, h[0], y[0], w[0], 1.0, 0.5, ts=FIT_TS,
+                              vector_field=theory.vector_field_dy_doubled))
+    # Independent loss of the alternative at the true rates, from scipy.
+    ref = _scipy("dy_doubled", FIT_Z0[0], (*FIT_RATES[0], 1.0, 0.5), FIT_TS)
+    expected = np.sum((ref - np.stack([h[0], y[0], w[0]], -1)) ** 2)
+    assert true < 1e-10
+    np.testing.assert_allclose(alt, expected, rtol=1e-5)
+    layers = fit_layers(h.T[None], y[:1], w[:1], 1.0, 0.5, vector_field=theory.vector_field_dy_doubled,
+                        **FIT)
+    assert layers.loss.shape == (1, 2)
+    assert np.all(np.asarray(layers.loss) > 1e3 * true)
+
+
+def test_initial_estimate_for_custom_fields(x64):
+    h, y, w = _true_data()
+    # A wrapper of the theory's field is linear in the rates: the generic features
+    # give the same least-squares estimate as the written-out ones.
+    default = np.asarray(initial_rates(h, y, w, 1.0, 0.5, ts=FIT_TS))
+    generic = np.asarray(initial_rates(h, y, w, 1.0, 0.5, ts=FIT_TS,
+                                       vector_field=lambda t, z, a: theory.vector_field(t, z, a)))
+    np.testing.assert_allclose(generic, default, rtol=1e-8)
+    # A field not linear in the rates starts at 1/(time span).
+    squared = lambda t, z, a: theory.vector_field(t, z, (a[0] ** 2, a[1], a[2], a[3]))
+    got = np.asarray(initial_rates(h, y, w, 1.0, 0.5, ts=FIT_TS, vector_field=squared))
+    np.testing.assert_allclose(got, 1.0 / FIT_TS[-1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("field, words", [
+    ("tsit5", "vector_field must be a function"),
+    (lambda t, z: z, "vector_field must accept (t, z [3]"),
+    (lambda t, z, a: z[:2], "vector_field must return dz/dt of shape [3]"),
+])
+def test_bad_vector_field_raises(field, words):
+    h, y, w = _true_data()
+    with pytest.raises(ValueError, match=re.escape(words)):
+        theory.solve(Z0, TS, ETA_H, ETA_Y, DX2, DY2, vector_field=field)
+    with pytest.raises(ValueError, match=re.escape(words)):
+        fit_rates(h, y, w, 1.0, 0.5, vector_field=field, **FIT)

@@ -240,3 +240,59 @@ def test_mnist_rejects_bad_arguments(field, kwargs):
 def test_write_idx_rejects_unsupported_dtypes(tmp_path):
     with pytest.raises(ValueError, match="dtype"):
         write_idx(tmp_path / "x", np.zeros(3, np.complex64))
+
+
+# --- found by tests/test_fuzz_training.py ----------------------------------------------------------
+
+
+def test_idx_with_more_axes_than_numpy_allows_names_the_file(tmp_path):
+    path = tmp_path / "deep"
+    path.write_bytes(bytes([0, 0, 0x08, 70]) + b"\x00\x00\x00\x01" * 70 + b"\x07")  # 70 axes of size 1
+    with pytest.raises(ValueError, match="declares 70 axes"):  # was numpy's "maximum supported dimension"
+        read_idx(path)
+
+
+def test_idx_with_an_empty_but_huge_header_shape_names_the_file(tmp_path):
+    path = tmp_path / "huge"
+    path.write_bytes(bytes([0, 0, 0x08, 3]) + b"\x00\x00\x00\x00" + b"\xff\xff\xff\xff" * 2)  # 0 × 2³² × 2³²
+    with pytest.raises(ValueError, match="huge.*too large for a numpy array"):  # was numpy's "array is too big"
+        read_idx(path)
+
+
+def test_idx_with_a_corrupt_deflate_stream_names_the_file(tmp_path):
+    write_idx(tmp_path / "good", np.zeros((4, 5), np.uint8))
+    blob = bytearray(gzip.compress((tmp_path / "good").read_bytes(), mtime=0))
+    blob[10] = 0xFF  # first deflate block header: BTYPE 11 is reserved, zlib.error before the fix
+    (tmp_path / "bad.gz").write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="bad.gz.* corrupt or truncated gzip"):
+        read_idx(tmp_path / "bad.gz")
+
+
+@pytest.mark.parametrize("sigma", [1.5e-224, 5e-324, 1.34e154, 1e300])
+def test_context_blobs_extreme_widths_are_the_limits(sigma):
+    """2σ² underflowing to 0 gave 0/0 = NaN blobs and overflowing gave OverflowError; the limits are
+    all weight on the nearest pixel (σ → 0) and a flat blob (σ → ∞)."""
+    x, _ = context_blobs(n_centers=3, n_pixels=4, sigma=sigma)
+    pixels = np.asarray(x[:, :16])
+    assert np.all(np.isfinite(pixels))
+    np.testing.assert_allclose(pixels.sum(1), 1.0, rtol=1e-6)
+    if sigma > 1:
+        np.testing.assert_allclose(pixels, 1 / 16, rtol=1e-6)
+    else:
+        assert np.all(pixels.max(1) >= 0.25)  # at most 4 pixels tie for nearest
+
+
+@pytest.mark.parametrize(
+    "call, field",
+    [(lambda: two_points(1.0, 0.5, in_dim=2**70), "in_dim"),  # was OverflowError
+     (lambda: two_points(1.0, 0.5, out_dim=2**62), "out_dim"),
+     (lambda: context_blobs(n_centers=2**40), "n_centers"),  # was numpy's "Maximum allowed size exceeded"
+     (lambda: context_blobs(n_pixels=2**40), "n_pixels"),
+     (lambda: context_blobs(key=2**70), "key"),  # was OverflowError
+     (lambda: two_points(1.0, 0.5, dtype=np.dtype([("a", "f4")])), "dtype"),
+     (lambda: xor(dtype=","), "dtype"),  # was a SyntaxError from numpy's dtype parser
+     (lambda: xor(dtype=np.longdouble), "dtype")],  # was JAX's TypeError (no float128)
+)
+def test_sizes_no_array_can_have_and_odd_types_name_the_argument(call, field):
+    with pytest.raises(ValueError, match=field):
+        call()

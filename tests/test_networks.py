@@ -424,3 +424,97 @@ def test_dense_layer_derivatives_equal_a_plain_dot(rows, x64):
     lhs = jnp.sum(cot * jt)
     rhs = sum(jnp.sum(g * t) for g, t in zip(ours, tangents))
     np.testing.assert_allclose(lhs, rhs, rtol=1e-10, atol=1e-12)
+
+
+# --- argument checks of make_network, init and apply (DESIGN.md §5) ------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, kwargs",
+    [
+        ("architecture", dict(architecture=np.array(["mlp", "cnn"]))),  # was numpy's "truth value" error
+        ("activation", dict(activation=np.array(["relu", "tanh"]))),
+        ("precision", dict(precision=np.array(["high", "highest"]))),
+        ("width", dict(width="8")),
+        ("depth", dict(depth=2.0)),
+        ("in_dim", dict(in_dim=None)),
+        ("in_dim", dict(in_dim=2**62)),  # XLA aborted the whole process on this kernel size
+        ("gain", dict(gain="1.0")),
+        ("gain", dict(gain=10**400)),  # was an OverflowError/TypeError on the way to float
+        ("gain", dict(gain=-(10**30))),  # beyond int64: was numpy's TypeError in the finiteness check
+        ("gain", dict(gain=True)),
+        ("dropout_rate", dict(dropout_rate=False)),
+        ("dropout_rate", dict(dropout_rate="0.1")),
+    ],
+)
+def test_wrong_types_raise_value_error_naming_the_argument(field, kwargs):
+    settings = dict(architecture="mlp", activation="relu", width=8, depth=2, gain=1.0, in_dim=1, out_dim=1)
+    settings.update(kwargs)
+    with pytest.raises(ValueError, match=field):
+        make_network(settings.pop("architecture"), **settings)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [0, 1.5, "key", None, jax.random.split(jax.random.key(0), 2), jnp.zeros(3, jnp.uint32),
+     jax.random.PRNGKey(0).astype(jnp.int32), 2**70],
+    ids=["int", "float", "str", "None", "two keys", "3 words", "int32 data", "huge int"],
+)
+def test_init_refuses_anything_but_one_key(key):
+    """init(0) used to raise flax's InvalidRngError; now a ValueError naming key."""
+    net = _net(width=4, depth=1)
+    with pytest.raises(ValueError, match="key must be one JAX PRNG key"):
+        net.init(key)
+
+
+def test_init_takes_a_typed_key_or_its_raw_data_alike():
+    net = _net(width=4, depth=1)
+    typed = net.init(jax.random.key(3))
+    raw = net.init(jax.random.PRNGKey(3))
+    host = net.init(np.asarray(jax.random.key_data(jax.random.key(3))))
+    for a, b, c in zip(jax.tree.leaves(typed), jax.tree.leaves(raw), jax.tree.leaves(host)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    keys = jax.random.split(jax.random.key(3), 2)
+    batched = jax.vmap(net.init)(keys)  # one key per vmapped element
+    np.testing.assert_allclose(batched[0]["kernel"][1], net.init(keys[1])[0]["kernel"], rtol=1e-6)
+
+
+def test_apply_checks_its_arguments_and_names_them():
+    drop = _net("dropout", width=4, depth=1)
+    params = drop.init(jax.random.key(0))
+    x = jnp.zeros((2, 1))
+    bad = [
+        ("x", dict(x="abc")),  # was a TypeError from jnp.asarray
+        ("x", dict(x=np.zeros((2, 1), np.complex64))),  # was silently accepted
+        ("x", dict(x=np.zeros((2, 1), bool))),
+        ("x", dict(x=jax.random.split(jax.random.key(0), 2).reshape(2, 1))),  # keys: was numpy's TypeError
+        ("params", dict(params=None)),  # was a TypeError (len of None)
+        ("params", dict(params=params[:-1])),
+        ("params", dict(params=(params[0], 3))),  # was a TypeError (int not subscriptable)
+        (r"params\[0\]", dict(params=({"kernel": params[0]["kernel"]},) + params[1:])),
+        (r"params\[1\]\['kernel'\]", dict(params=(params[0], dict(params[1], kernel=params[1]["kernel"].T)))),
+        (r"params\[0\]\['bias'\]", dict(params=(dict(params[0], bias="zeros"),) + params[1:])),
+        ("train", dict(train="yes")),  # was taken as True
+        ("train", dict(train=np.bool_(True))),
+        ("key", dict(train=True, key=0)),
+        ("masks", dict(train=True, masks=(jnp.ones((2, 1), bool),))),
+        ("masks", dict(train=True, masks=(jnp.ones((2, 1), bool), jnp.ones((3, 4), bool)))),
+    ]
+    for field, kwargs in bad:
+        call = dict(params=params, x=x)
+        call.update(kwargs)
+        with pytest.raises(ValueError, match=field):
+            drop.apply(call.pop("params"), call.pop("x"), **call)
+    # the checks are on shapes and dtypes only, so apply still traces under jit and vmap
+    out, _ = jax.jit(drop.apply, static_argnames="train")(params, x, train=True, key=jax.random.key(1))
+    assert out.shape == (2, 1)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_apply_on_an_empty_batch_gives_empty_records(architecture):
+    """The CNN reshaped its hidden records with -1, which fails for 0 rows (found by fuzzing)."""
+    net = _net(architecture)
+    out, hiddens = _jit_apply(net, _init(net, 0), jnp.zeros((0, 1)))
+    assert out.shape == (0, 1)
+    assert [h.shape for h in hiddens] == [(0, k) for k in net.hidden_sizes]

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from rsd.training import PAPER_TABLES, Setting, paper_layer_to_rsd, paper_names
@@ -178,3 +179,63 @@ def test_settings_are_hashable_static_pytrees():
     assert s.replace(lr=0.1).lr == 0.1
     with pytest.raises(ValueError, match="Setting.lr"):
         s.replace(lr=-0.1)
+
+
+@pytest.mark.parametrize(
+    "changes,field",
+    [
+        (dict(architecture=np.array(["mlp", "cnn"])), "architecture"),  # was numpy's "truth value" error
+        (dict(loss=np.array(["mse", "half_mse"])), "loss"),
+        (dict(gain=10**400), "gain"),  # was an OverflowError in float()
+        (dict(lr=-(10**400)), "lr"),
+        (dict(dropout_rate=10**400), "dropout_rate"),
+        (dict(dropout_rate=np.bool_(False)), "dropout_rate"),
+        (dict(steps=2**31), "steps"),  # training counts steps in int32
+        (dict(name=["a"]), "name"),  # would make the setting unhashable
+    ],
+)
+def test_wrong_types_raise_naming_the_field(changes, field):
+    with pytest.raises(ValueError, match=f"Setting.{field}"):
+        Setting(**changes)
+
+
+def test_cnn_width_error_names_every_field_involved():
+    """replace(architecture="cnn") on a narrow row failed naming only width, which it did not change."""
+    with pytest.raises(ValueError, match=r"Setting.width must be > 210 for Setting.architecture='cnn' with Setting.depth=20"):
+        Setting.from_paper("2_points", "narrow").replace(architecture="cnn")
+
+
+def test_unknown_or_doubled_fields_raise_value_error():
+    """The dataclass constructor raised TypeError for these; every way of building a Setting names the field."""
+    with pytest.raises(ValueError, match="Setting has no field 'foo'"):
+        Setting(foo=1)
+    with pytest.raises(ValueError, match="Setting has no field 'widht'"):
+        Setting(width=8, widht=8)
+    with pytest.raises(ValueError, match="Setting has no field 'foo'"):
+        Setting().replace(foo=1)
+    with pytest.raises(ValueError, match="at most 17 positional"):
+        Setting(*["mlp"] * 18)
+    with pytest.raises(ValueError, match="'architecture' given both"):
+        Setting("mlp", architecture="resnet")
+    # the check sits in __new__: positional construction, copies and pickles are unchanged
+    import copy
+    import pickle
+
+    s = Setting("resnet", "tanh", 8, 2, name="x")
+    assert (s.architecture, s.activation, s.width, s.depth) == ("resnet", "tanh", 8, 2)
+    assert copy.deepcopy(s) == s and pickle.loads(pickle.dumps(s)) == s
+    assert hash(copy.copy(s)) == hash(s)
+
+
+def test_from_paper_checks_n_train_whenever_given():
+    with pytest.raises(ValueError, match="n_train"):
+        Setting.from_paper("2_points", "default", n_train="many")  # was ignored without quirks
+    with pytest.raises(ValueError, match="n_train"):
+        Setting.from_paper("mnist", "structure", quirks=True, n_train=10**400)  # was an OverflowError
+    with pytest.raises(ValueError, match="table"):
+        Setting.from_paper(np.array(["xor", "mnist"]), "rich")
+    # 200 epochs of ceil(n_train / 64) steps must fit the int32 step counter
+    largest = (2**31 - 1) // 200 * 64
+    assert Setting.from_paper("mnist", "structure", quirks=True, n_train=largest).steps == (2**31 - 1) // 200 * 200
+    with pytest.raises(ValueError, match="n_train must be at most"):
+        Setting.from_paper("mnist", "structure", quirks=True, n_train=largest + 1)

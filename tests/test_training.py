@@ -54,6 +54,8 @@ def test_run_shapes_and_pair_constants():
     assert run.e0.shape == run.status.shape == run.diverged_step.shape == (3,)
     assert np.all(np.asarray(run.status) == Status.OK)
     assert np.all(np.asarray(run.diverged_step) == SMALL.steps)
+    assert run.stop_step.dtype == jnp.int32
+    np.testing.assert_array_equal(run.stop_step, [SMALL.steps] * 3)  # no stop_loss: never
     assert_close(run.dx2, 1.0, rtol=1e-6)
     assert_close(run.dy2, 0.5, rtol=1e-6)
     assert run.hidden_matrices is None and run.matrix_steps is None and run.params is None
@@ -321,3 +323,280 @@ def test_bad_data_raise():
         train(SMALL, x.at[0, 0].set(np.nan), y, seeds=[0])
     with pytest.raises(ValueError, match="Setting"):
         train({"lr": 0.1}, x, y, seeds=[0])
+
+
+# ------------------------------------------------------------------ early stopping
+
+
+def _first_below(loss, threshold):
+    """Index of the first entry of ``loss`` below ``threshold`` (len(loss) if none)."""
+    below = np.flatnonzero(np.asarray(loss) < threshold)
+    return int(below[0]) if below.size else len(loss)
+
+
+def _threshold_at(loss, t):
+    """A threshold first crossed at step t, far (in ulps) from every recorded value:
+    the geometric mean of loss[t] and the smallest loss before t."""
+    loss = np.asarray(loss, np.float64)
+    assert loss[:t].min() > 1.01 * loss[t], "pick a step where the loss reaches a new minimum"
+    return float(np.sqrt(loss[t] * loss[:t].min()))
+
+
+def _assert_frozen_from(run, k, t, reference):
+    """Records of seed k equal ``reference`` (its run without stop_loss) before step t
+    and repeat the reference's step-t values from t on."""
+    for name in ("h", "y", "w", "loss"):
+        got, ref = np.asarray(getattr(run, name)[k]), np.asarray(reference[name])
+        assert_close(got[:t + 1], ref[:t + 1], rtol=2e-6, atol=1e-9, err_msg=name)
+        np.testing.assert_array_equal(got[t:], np.broadcast_to(got[t], got[t:].shape),
+                                      err_msg=name)
+
+
+def test_early_stop_at_the_first_step_below_the_threshold_and_neighbours_run_on():
+    """(a) a seed stops at exactly the first step whose recorded loss is below stop_loss,
+    found in its run without stop_loss (identical before), and freezes there: later
+    records, tracked matrices and the returned parameters are those of that step;
+    (b) another seed of the chunk that never gets there runs all steps, equal to its
+    run without stop_loss."""
+    x, y = _data()
+    net = _network(SMALL, x, y)
+    # seed 1 starts with smaller weights: slower, it never reaches the threshold
+    init = [(w * np.array([1.0, 0.3])[:, None, None], b)
+            for w, b in _random_layers(net, 5, num_seeds=2)]
+    common = dict(seeds=[0, 1], init_params=init, tracked=x, matrix_steps=(0, 35, 40))
+    full = train(SMALL, x, y, **common)
+    loss = np.asarray(full.loss)
+    t = 30
+    threshold = _threshold_at(loss[0], t)
+    assert loss[1].min() > threshold * 1.01
+    stop = train(SMALL, x, y, stop_loss=threshold, return_params=True, **common)
+
+    assert _first_below(loss[0], threshold) == t
+    np.testing.assert_array_equal(stop.stop_step, [t, SMALL.steps])
+    np.testing.assert_array_equal(stop.status, [Status.OK, Status.OK])
+    _assert_frozen_from(stop, 0, t, {k: getattr(full, k)[0] for k in ("h", "y", "w", "loss")})
+    assert_close(stop.e0, full.e0, rtol=1e-6)
+    # the frozen parameters are step t's: their loss is the recorded loss of step t
+    final = jax.tree.map(lambda a: a[0], stop.params)
+    assert_close(q.half_mse(net.apply(final, x)[0], y), full.loss[0, t], rtol=2e-6)
+    # tracked = the data and pair (0, 1): the output matrix at a step >= t holds y of step t
+    assert_close(stop.output_matrices[0, 1:, 0, 1], np.full(2, full.y[0, t]), rtol=2e-6)
+    assert_close(stop.output_matrices[:, 0], full.output_matrices[:, 0], rtol=2e-6, atol=1e-9)
+    # (b) the neighbour is untouched, tracked matrices included
+    assert_close(_select(stop, [1]), _select(full, [1]), rtol=2e-6, atol=1e-9)
+    assert_close(stop.output_matrices[1], full.output_matrices[1], rtol=2e-6, atol=1e-9)
+
+
+def test_early_stop_steps_differ_per_data_set():
+    """(c) per-seed data sets of different difficulty stop at different steps, each at the
+    first step where its own run without stop_loss fell below the threshold; a set that
+    never gets there runs to the end unchanged."""
+    dy2s = (0.05, 0.5, 1.0, 4.0)
+    xs, ys = zip(*(two_points(1.0, dy2) for dy2 in dy2s))
+    x, y = jnp.stack(xs), jnp.stack(ys)
+    init = _random_layers(_network(SMALL, xs[0], ys[0]), 6)
+    full = train(SMALL, x, y, seeds=[0, 0, 0, 0], init_params=init)
+    threshold = 0.044
+    expected = [_first_below(row, threshold) for row in np.asarray(full.loss)]
+    # the threshold sits > 1% away from every recorded loss, so round-off can't move a crossing
+    assert np.min(np.abs(np.log(np.asarray(full.loss, np.float64) / threshold))) > 0.01
+    assert len(set(expected)) >= 3 and SMALL.steps in expected, expected
+    stop = train(SMALL, x, y, seeds=[0, 0, 0, 0], init_params=init, stop_loss=threshold)
+    np.testing.assert_array_equal(stop.stop_step, expected)
+    for k, t in enumerate(expected):
+        if t < SMALL.steps:
+            _assert_frozen_from(stop, k, t, {n: getattr(full, n)[k] for n in ("h", "y", "w", "loss")})
+        else:
+            assert_close(_select(stop, [k]), _select(full, [k]), rtol=2e-6, atol=1e-9)
+
+
+def test_early_stop_of_every_seed_ends_the_run():
+    """(d) when every seed stops early the run ends (here at most one 128-step block
+    past the last stop of 2,000 steps) with every record after the stop frozen."""
+    x, y = _data()
+    s = SMALL.replace(steps=2000)
+    run = train(s, x, y, seeds=[0, 1, 2], stop_loss=0.05)
+    stop = np.asarray(run.stop_step)
+    assert np.all(stop < 200), stop
+    loss = np.asarray(run.loss)
+    for k, t in enumerate(stop):
+        assert loss[k, t] < 0.05 and np.all(loss[k, :t] >= 0.05)
+        np.testing.assert_array_equal(loss[k, t:], loss[k, t])
+
+
+def test_early_stop_and_divergence_in_one_chunk():
+    """A seed that diverges is frozen at its divergence step, not counted as stopped."""
+    x, y = _data()
+    layers = _random_layers(_network(SMALL, x, y), 3, num_seeds=2)
+    blown = [(w * np.array([1.0, 60.0])[:, None, None], b) for w, b in layers]
+    full = train(SMALL, x, y, seeds=[10, 11], init_params=blown)
+    stop = train(SMALL, x, y, seeds=[10, 11], init_params=blown, stop_loss=1e-12)
+    assert list(np.asarray(stop.status)) == [Status.OK, Status.DIVERGED]
+    np.testing.assert_array_equal(stop.stop_step, [SMALL.steps] * 2)
+    np.testing.assert_array_equal(stop.diverged_step, full.diverged_step)
+    assert_close(_select(stop, [0, 1]), _select(full, [0, 1]), rtol=2e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("stop_loss", [0.0, -1e-4, float("nan"), float("inf"), "1e-4", True])
+def test_bad_stop_loss_raise(stop_loss):
+    x, y = _data()
+    with pytest.raises(ValueError, match="stop_loss"):
+        train(SMALL, x, y, seeds=[0], stop_loss=stop_loss)
+
+
+# ------------------------------------------- host checks of training, network and data (issue 12)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(pair=(0.7, 1.2)), "pair must be two integer point indices"),
+        (dict(pair=(0, True)), "pair must be two integer point indices"),
+        (dict(layers=(True,)), "layers must be a non-empty sequence of hidden-layer indices"),
+        (dict(layers=1.0), "layers must be"),
+        (dict(tracked=np.zeros((3, 1)), matrix_layers=(False,)), "matrix_layers must be"),
+        (dict(root_key=jax.random.split(jax.random.key(0), 2)), "root_key must be one JAX PRNG key"),
+        (dict(root_key="key"), "root_key"),
+        (dict(dropout_masks=3), "dropout_masks"),
+    ],
+)
+def test_non_integer_indices_and_wrong_types_raise(kwargs, match):
+    x, y = _data()
+    s = SMALL.replace(architecture="dropout") if "dropout_masks" in kwargs else SMALL
+    with pytest.raises(ValueError, match=match):
+        train(s, x, y, seeds=[0], **kwargs)
+
+
+def test_setting_replace_with_an_unknown_field_names_it():
+    with pytest.raises(ValueError, match="Setting has no field 'foo'"):
+        SMALL.replace(foo=1)
+    with pytest.raises(ValueError, match="Setting.width"):
+        SMALL.replace(width="16")
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activations_propagate_nan_like_pytorch(name):
+    from rsd.networks import activation
+
+    phi = activation(name)
+    out = np.asarray(phi(jnp.array([np.nan, 1.5, -1.5], jnp.float32)))
+    assert np.isnan(out[0]), f"{name}(NaN) = {out[0]}"
+    assert np.all(np.isfinite(out[1:]))
+
+
+@pytest.mark.parametrize(
+    "name,at_zero,left,right",
+    # PyTorch: relu'(0) = 0, leaky_relu'(0) = 0.01 (only x > 0 counts as positive);
+    # elu and tanh are smooth with slope 1 at 0, silu'(0) = σ(0) = 1/2.
+    [("relu", 0.0, 0.0, 1.0), ("leaky_relu", 0.01, 0.01, 1.0), ("elu", 1.0, np.exp(-0.5), 1.0),
+     ("tanh", 1.0, 1 - np.tanh(-0.5) ** 2, 1 - np.tanh(0.5) ** 2), ("silu", 0.5, None, None)],
+)
+def test_activation_derivatives_at_zero_follow_pytorch(name, at_zero, left, right):
+    from rsd.networks import activation
+
+    grad = jax.grad(activation(name))
+    assert float(grad(jnp.float32(0.0))) == pytest.approx(at_zero, abs=1e-7)
+    if left is not None:
+        assert float(grad(jnp.float32(-0.5))) == pytest.approx(left, rel=1e-6)
+        assert float(grad(jnp.float32(0.5))) == pytest.approx(right, rel=1e-6)
+    # relu and -inf / +inf as PyTorch: 0 and inf
+    if name == "relu":
+        np.testing.assert_array_equal(activation(name)(jnp.array([-np.inf, np.inf])), [0, np.inf])
+
+
+def test_relu_network_propagates_a_nan_weight():
+    """A NaN weight makes its unit's pre-activation NaN for every input; relu must pass it
+    on (as PyTorch does) so the output, and the divergence check, see it — not map it to 0."""
+    x, y = _data()
+    net = _network(SMALL.replace(activation="relu"), x, y)
+    layers = _random_layers(net, 4)
+    w0 = layers[0][0].copy()
+    w0[0, 0] = np.nan
+    out, hid = net.apply(net.from_layers([(w0, layers[0][1])] + layers[1:]), x)
+    assert np.all(np.isnan(np.asarray(hid[0])[:, 0]))
+    assert np.all(np.isnan(np.asarray(out)))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(dx2=1e80, dy2=0.5), "dx2 is too large for float32"),
+        (dict(dx2=1.0, dy2=1e80), "dy2 is too large for float32"),
+        (dict(dx2=1e77, dy2=0.5), "dx2 is too large"),  # points finite, dx2 itself overflows
+        (dict(dx2=1.0, dy2=0.5, dtype=jnp.int32), "dtype must be a floating-point dtype"),
+        (dict(dx2=1.0, dy2=0.5, dtype="no such dtype"), "dtype must be a floating-point"),
+        (dict(dx2="1.0", dy2=0.5), "dx2 must be a real number"),
+        (dict(dx2=1.0, dy2=[0.5, 1.0]), "dy2 must be a real number"),
+    ],
+)
+def test_two_points_rejects_overflow_and_integer_dtypes(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        two_points(**kwargs)
+
+
+def test_idx_header_too_large_for_int64_is_reported_exactly(tmp_path):
+    import struct
+
+    from rsd.data import read_idx
+
+    path = tmp_path / "huge-idx4-ubyte"
+    path.write_bytes(bytes([0, 0, 0x08, 4]) + struct.pack(">4I", *[2**32 - 1] * 4) + bytes(16))
+    # (2^32 − 1)^4 bytes: more than int64 holds (it used to wrap to a negative size)
+    with pytest.raises(ValueError, match=rf"truncated: .* needs {(2**32 - 1) ** 4} data bytes"):
+        read_idx(path)
+    with pytest.raises(ValueError, match="path must be a file-system path"):
+        read_idx(5)
+
+
+def test_mnist_directory_without_images_raises(tmp_path):
+    from rsd.data import mnist, write_idx
+
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros((0,), np.uint8))
+    with pytest.raises(ValueError, match="holds 0 train images"):
+        mnist(tmp_path)
+    with pytest.raises(ValueError, match="directory must be a file-system path"):
+        mnist(123)
+
+
+def test_context_blobs_check_key_and_sigma_and_survive_a_tiny_sigma():
+    from rsd.data import context_blobs
+
+    with pytest.raises(ValueError, match="key must be one JAX PRNG key"):
+        context_blobs(n_centers=2, key=5)
+    with pytest.raises(ValueError, match="key must be one JAX PRNG key"):
+        context_blobs(n_centers=2, key=jax.random.split(jax.random.key(0), 3))
+    with pytest.raises(ValueError, match="sigma must be a real number"):
+        context_blobs(n_centers=2, sigma="wide")
+    # sigma → 0: each normalised blob tends to a one-hot on the pixel nearest its centre
+    # (exp underflow used to give 0/0 = NaN)
+    key = jax.random.key(3)
+    x, y = context_blobs(n_centers=3, n_pixels=5, sigma=1e-30, key=key)
+    mu = np.asarray(jax.random.uniform(key, (9, 2), jnp.float32, -1.0, 1.0), np.float64)
+    axis = np.linspace(-1.0, 1.0, 5)
+    nearest = 5 * np.argmin(np.abs(axis - mu[:, 1:2]), 1) + np.argmin(np.abs(axis - mu[:, 0:1]), 1)
+    np.testing.assert_array_equal(np.asarray(x)[:9, :25], np.eye(25)[nearest])
+
+
+def test_seed_with_overflowing_records_is_diverged_not_ok():
+    """Finite activations whose squared distance overflows: the seed must not be OK."""
+    s = Setting(architecture="mlp", activation="relu", width=4, depth=1, steps=3, in_dim=None,
+                out_dim=None)
+    x, y = np.array([[0.0], [1.0]]), np.zeros((2, 1))
+    init = [(np.full((1, 4), 1e20), np.zeros(4)), (np.zeros((4, 1)), np.zeros(1))]
+    for kwargs in ({}, {"stop_loss": 1.0}):
+        run = train(s, x, y, seeds=[0], init_params=init, **kwargs)
+        assert int(run.status[0]) == Status.DIVERGED and int(run.diverged_step[0]) == 0
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"seeds": jax.random.key(0)}, "seeds"),
+    ({"root_key": 2**70}, "root_key"),
+    ({"x": np.zeros((2, 0))}, "x must have at least one column"),
+    ({"y": np.zeros((2, 0))}, "y must have at least one column"),
+])
+def test_more_wrong_arguments_name_themselves(kwargs, name):
+    s = Setting(width=4, depth=1, steps=3, in_dim=None, out_dim=None)
+    args = {"x": np.array([[0.0], [1.0]]), "y": np.zeros((2, 1)), "seeds": [0], **kwargs}
+    with pytest.raises(ValueError, match=name):
+        train(s, args.pop("x"), args.pop("y"), **args)

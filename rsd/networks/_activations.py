@@ -4,7 +4,8 @@ The two-point experiments put the second input at exactly 0 and start every bias
 at 0, so at step 0 every pre-activation of that input is exactly 0 and the
 derivative *at* 0 decides its early dynamics (DESIGN.md §2). PyTorch counts only
 x > 0 as positive: relu'(0) = 0, leaky_relu'(0) = 0.01. ``jax.nn.leaky_relu``
-uses x >= 0 (slope 1 at 0), so it is not used here.
+uses x >= 0 (slope 1 at 0), so it is not used here. Like PyTorch's, every activation
+maps NaN to NaN (a non-finite pre-activation must stay visible to the divergence check).
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ def _identity(x):
 
 
 def _relu(x):
-    """φ(x) = x for x > 0, else 0; φ'(0) = 0 because the gradient takes the x <= 0 branch."""
-    return jnp.where(x > 0, x, jnp.zeros_like(x))
+    """φ(x) = 0 for x <= 0, else x; φ'(0) = 0 (the gradient takes the x <= 0 branch), φ(NaN) = NaN.
+
+    Written as "x <= 0" rather than "x > 0" so NaN (for which both are false) passes
+    through as in PyTorch instead of becoming 0 and hiding a diverged input.
+    """
+    return jnp.where(x <= 0, jnp.zeros_like(x), x)
 
 
 def _leaky_relu(x):

@@ -204,6 +204,7 @@ class ConvNet(nn.Module):
                 name=f"layer_{i + 1}",
             )
             a = act(conv(a))
-            hiddens.append(jnp.swapaxes(a, 1, 2).reshape(batch, -1))
+            # explicit sizes, not -1: an empty batch (batch = 0) must still reshape
+            hiddens.append(jnp.swapaxes(a, 1, 2).reshape(batch, a.shape[1] * a.shape[2]))
         z = _dense(self.out_dim, self.gain, self.precision, len(channels) + 1)(a[:, :, 0])
         return z, tuple(hiddens)

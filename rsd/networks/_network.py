@@ -13,12 +13,14 @@ All four accept leading (seed) axes on every array.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validation import check_choice, check_int_range, check_nonnegative
+from .._validation import as_array, check_choice, check_int_range, check_nonnegative
 from ._activations import ACTIVATIONS
 from ._architectures import CONV_CHANNELS, CONV_KERNEL, ConvNet, DenseStack
 
@@ -31,6 +33,8 @@ _PRECISION = {
     "high": jax.lax.Precision.HIGH,
     "highest": jax.lax.Precision.HIGHEST,
 }
+# The most elements an array may have: its size in bytes (float64) must fit an int64.
+_MAX_ELEMENTS = np.iinfo(np.int64).max // 8
 
 
 class Network(eqx.Module):
@@ -118,7 +122,12 @@ class Network(eqx.Module):
         )
 
     def init(self, key):
-        """Xavier-normal kernels with gain (std = gain·sqrt(2/(fan_in+fan_out))), zero biases."""
+        """Xavier-normal kernels with gain (std = gain·sqrt(2/(fan_in+fan_out))), zero biases.
+
+        ``key``: one JAX PRNG key (``jax.random.key(seed)``) or the raw uint32 data of one
+        key (``jax.random.PRNGKey(seed)``); both give the same parameters.
+        """
+        key = _one_key("key", key)
         variables = self._module().init(key, jnp.zeros((1, self.in_dim), jnp.float32))
         return self._from_flax(variables["params"])
 
@@ -130,9 +139,16 @@ class Network(eqx.Module):
         arrays [batch, fan_in], e.g. replayed from PyTorch) or else are drawn from ``key``
         with ``dropout_masks``. Eval mode (``train=False``) never drops.
         """
-        x = jnp.asarray(x)
+        # Shapes and dtypes only: these checks also hold for tracers (under jit they run
+        # once, at trace time, and never inside the compiled program).
+        x = _real_array("x", x)
         if x.ndim != 2 or x.shape[-1] != self.in_dim:
             raise ValueError(f"x must have shape [batch, {self.in_dim}]; got {x.shape}.")
+        if not isinstance(train, bool):
+            raise ValueError(f"train must be True or False (a Python bool, static under jit); got {train!r}.")
+        flax_params = self._to_flax(params)
+        if key is not None:
+            key = _one_key("key", key)
         keep = None
         if masks is not None and not (train and self.architecture == "dropout"):
             raise ValueError("masks are only used by the dropout architecture with train=True.")
@@ -141,16 +157,29 @@ class Network(eqx.Module):
                 if key is None:
                     raise ValueError("key is required to train the dropout architecture (or pass masks).")
                 masks = self.dropout_masks(key, x.shape[0])
-            if len(masks) != self.num_layers:
-                raise ValueError(f"masks must hold {self.num_layers} arrays, one per linear layer; got {len(masks)}.")
+            keep = self._check_masks(masks, x.shape[0])
+        return self._module().apply({"params": flax_params}, x, keep)
+
+    def _check_masks(self, masks, batch):
+        """``masks`` as a tuple of boolean [batch, fan_in] arrays, one per linear layer."""
+        shapes = [(batch, w[0]) for w, _ in self.layer_shapes]
+        try:
             keep = tuple(jnp.asarray(m, bool) for m in masks)
-        return self._module().apply({"params": self._to_flax(params)}, x, keep)
+        except (TypeError, ValueError):
+            keep = None
+        if keep is None or [m.shape for m in keep] != shapes:
+            got = [tuple(m.shape) for m in keep] if keep is not None else _short_repr(masks)
+            raise ValueError(f"masks must hold {self.num_layers} boolean arrays, one per linear layer, "
+                             f"of shapes {shapes} ([batch, fan_in]); got {got}.")
+        return keep
 
     def dropout_masks(self, key, batch: int):
         """Keep masks, True with probability 1 − p: one [batch, fan_in] array per linear layer.
 
         Layer n draws from ``fold_in(key, n)``; masks of other architectures are all True.
         """
+        key = _one_key("key", key)
+        check_int_range("batch", batch, 0)
         p = self.dropout_rate if self.architecture == "dropout" else 0.0
         return tuple(
             jax.random.bernoulli(jax.random.fold_in(key, n), 1.0 - p, (batch, w[0][0]))
@@ -166,9 +195,23 @@ class Network(eqx.Module):
         )
 
     def _to_flax(self, params):
-        if len(params) != self.num_layers:
-            raise ValueError(f"params must hold {self.num_layers} layers; got {len(params)}.")
-        return {f"layer_{n}": {"kernel": p["kernel"], "bias": p["bias"]} for n, p in enumerate(params)}
+        """Flax's parameter dict from rsd's params, whose structure and shapes are checked first."""
+        expected = self.layer_shapes
+        if not isinstance(params, (tuple, list)) or len(params) != len(expected):
+            raise ValueError(f"params must be a tuple of {len(expected)} {{'kernel', 'bias'}} dicts, one per "
+                             f"parametrized module (as returned by init); got {_short_repr(params)}.")
+        layers = {}
+        for n, (p, shapes) in enumerate(zip(params, expected)):
+            if not isinstance(p, Mapping) or set(p) != {"kernel", "bias"}:
+                raise ValueError(f"params[{n}] must be a dict with keys 'kernel' and 'bias'; got {_short_repr(p)}.")
+            arrays = {}
+            for name, shape in zip(("kernel", "bias"), shapes):
+                a = _real_array(f"params[{n}][{name!r}]", p[name])
+                if a.shape != shape:
+                    raise ValueError(f"params[{n}][{name!r}] must have shape {shape}; got {a.shape}.")
+                arrays[name] = a
+            layers[f"layer_{n}"] = arrays
+        return layers
 
     def from_layers(self, layers):
         """params from a list of (W, b) per parametrized module in rsd's layout; arrays may carry leading seed axes."""
@@ -214,6 +257,59 @@ class Network(eqx.Module):
         return [(_rsd_to_torch(p["kernel"], kind), p["bias"]) for p, kind in zip(params, self.layer_kinds)]
 
 
+def _one_key(name, key):
+    """One typed PRNG key from a typed key or the raw uint32 data of one key; ValueError otherwise.
+
+    Integers are refused (not taken as seeds): ``init(0)`` is more likely a slip than a seed.
+    """
+    try:
+        typed = key if isinstance(key, jax.Array) else jnp.asarray(key)
+        if not jnp.issubdtype(typed.dtype, jax.dtypes.prng_key):
+            typed = jax.random.wrap_key_data(typed)
+        ok = typed.shape == ()
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be one JAX PRNG key (jax.random.key(seed)) or the raw uint32 data "
+                         f"of one key (jax.random.PRNGKey(seed)); got {_short_repr(key)}.")
+    return typed
+
+
+def _real_array(name, a):
+    """``a`` as an array of a real numeric dtype (tracers included); ValueError naming ``name`` otherwise."""
+    try:
+        is_key = jnp.issubdtype(a.dtype, jax.dtypes.prng_key)
+    except (AttributeError, TypeError):
+        is_key = False
+    if is_key:  # as_array's numpy dtype checks cannot interpret key dtypes
+        raise ValueError(f"{name} must be a real numeric array (integer or floating point); got PRNG keys "
+                         f"of dtype {a.dtype}.")
+    return as_array(name, a)
+
+
+def _short_repr(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_name(name, value, allowed):
+    """``value`` must be one of the strings ``allowed`` (arrays and other objects name the argument too)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be one of {sorted(allowed)}; got {_short_repr(value)}.")
+    check_choice(name, value, allowed)
+
+
+def _is_real(value):
+    """A real number that fits a float (a Python int beyond float range does not)."""
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
 def _torch_to_rsd(w, kind, name):
     k = 2 if kind == "dense" else 3
     if w.ndim < k:
@@ -243,18 +339,18 @@ def make_network(
     ``precision`` is the matmul/conv precision; "highest" (default) keeps float32
     products exact on accelerators (no TF32), as PyTorch's defaults do.
     """
-    check_choice("architecture", architecture, ARCHITECTURES)
-    check_choice("activation", activation, ACTIVATIONS)
+    _check_name("architecture", architecture, ARCHITECTURES)
+    _check_name("activation", activation, ACTIVATIONS)
     check_int_range("width", width, 1)
     check_int_range("depth", depth, 1)
     check_int_range("in_dim", in_dim, 1)
     check_int_range("out_dim", out_dim, 1)
-    check_choice("precision", precision, PRECISIONS)
-    if not isinstance(gain, (int, float, np.integer, np.floating)) or isinstance(gain, bool):
-        raise ValueError(f"gain must be a finite number >= 0; got {gain!r}.")
-    check_nonnegative("gain", gain)
-    if not isinstance(dropout_rate, (int, float, np.integer, np.floating)) or not (0.0 <= dropout_rate < 1.0):
-        raise ValueError(f"dropout_rate must be a number in [0, 1); got {dropout_rate!r}.")
+    _check_name("precision", precision, PRECISIONS)
+    if not _is_real(gain):
+        raise ValueError(f"gain must be a finite number >= 0; got {_short_repr(gain)}.")
+    check_nonnegative("gain", float(gain))  # an int beyond int64 is an object array to numpy
+    if not _is_real(dropout_rate) or not (0.0 <= dropout_rate < 1.0):
+        raise ValueError(f"dropout_rate must be a number in [0, 1); got {_short_repr(dropout_rate)}.")
     if architecture == "cnn":
         shortest = (CONV_KERNEL - 1) * (depth + 1) + 1
         if width < shortest:
@@ -262,6 +358,11 @@ def make_network(
                 f"width must be >= {shortest} for the cnn with depth {depth} "
                 f"(each of its {depth + 1} convs shortens the length by {CONV_KERNEL - 1}); got {width}."
             )
+    # XLA aborts the process (no exception) on an array whose size overflows int64.
+    largest = max(in_dim * width, width * width, width * out_dim)
+    if largest > _MAX_ELEMENTS:
+        raise ValueError(f"width, in_dim and out_dim give a layer of {largest:.3g} weights; no array holds more "
+                         f"than {_MAX_ELEMENTS:.3g}.")
     return Network(
         architecture=architecture,
         activation=activation,

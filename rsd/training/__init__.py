@@ -2,7 +2,8 @@
 
 ``Setting`` describes one experiment (``Setting.from_paper`` gives the paper's);
 ``train(setting, x, y, seeds=...)`` returns a ``Run`` of per-seed, per-step h, y, w
-and loss (time in training steps), with a status per seed.
+and loss (time in training steps), with a status per seed. Data may be shared or
+given per seed, and ``stop_loss`` stops each seed once its loss falls below it.
 """
 
 from ._engine import Run, Status, train

@@ -9,10 +9,15 @@ with the same shapes). Each seed's randomness (initialization, minibatch order,
 dropout masks) comes from ``fold_in(root_key, seed)`` alone, so a seed's result
 never depends on which seeds share its chunk.
 
+Each seed may train on its own data set (x [S, n, in_dim], y [S, n, out_dim]): the
+data axis is vmapped with the seeds, so a whole grid of data sets is one program.
+
 Nothing raises inside the compiled program: a seed whose step would make its
 parameters non-finite gets status ``DIVERGED``; that update and all later ones are
 skipped (``jnp.where`` on the seed's own parameters), so it keeps its last finite
-parameters and never disturbs the other seeds.
+parameters and never disturbs the other seeds. Early stopping (``stop_loss``) freezes
+a seed the same way; a chunk then runs blocks of steps in a ``lax.while_loop`` that
+ends once every seed has stopped, diverged or finished.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ __all__ = ["Status", "Run", "train"]
 # Number of times the per-chunk program has been traced (tests check that a second
 # call with the same shapes reuses the compiled program).
 _TRACES = 0
+# Steps per block of the early-stopping loop: a chunk runs at most this many steps
+# past the step where its last seed stopped; each block costs one loop iteration.
+_STOP_BLOCK = 128
 
 
 class Status(enum.IntEnum):
@@ -64,7 +72,12 @@ class Run(eqx.Module):
       step t whose loss, hidden activations or gradient were non-finite (T if none).
       Update t and all later ones are skipped: the parameters stay those of step t,
       so entries from t on repeat step t's values.
-    * ``dx2``, ``dy2`` []: ||x_j − x_i||², ||y*_j − y*_i||² of the pair (i, j).
+    * ``stop_step`` [S] int32: with ``train(..., stop_loss=ℓ)``, the first step t whose
+      recorded loss was below ℓ (T if none, and always T without ``stop_loss``); the
+      seed froze there as on divergence (records from t on repeat step t's), its
+      status stays OK.
+    * ``dx2``, ``dy2``: ||x_j − x_i||², ||y*_j − y*_i||² of the pair (i, j): scalars
+      [] for shared data, [S] when x or y is given per seed.
     * with ``tracked`` inputs (n of them) and M ``matrix_steps``:
       ``hidden_matrices`` [S, M, K', n, n] (layers ``matrix_layers``) and
       ``output_matrices`` [S, M, n, n], pairwise squared distances at those steps
@@ -80,6 +93,7 @@ class Run(eqx.Module):
     e0: jax.Array
     status: jax.Array
     diverged_step: jax.Array
+    stop_step: jax.Array
     seeds: jax.Array
     dx2: jax.Array
     dy2: jax.Array
@@ -115,6 +129,7 @@ def train(
     progress: bool | None = None,
     unroll: int = 1,
     dropout_masks=None,
+    stop_loss: float | None = None,
 ) -> Run:
     """Train ``setting``'s network on (x, y) once per seed and record the pair dynamics.
 
@@ -122,39 +137,55 @@ def train(
     optax SGD/Adam for ``setting.steps`` steps (full batch, or reshuffled minibatches).
 
     Args:
-        x, y: training data [n, in_dim], [n, out_dim].
+        x, y: training data, shared by all seeds: [n, in_dim], [n, out_dim]; or one
+            data set per seed: [S, n, in_dim], [S, n, out_dim] with S = len(seeds)
+            (seed ``seeds[s]`` trains on x[s], y[s]; each of x, y may be shared or per
+            seed). All data sets go through the same compiled program.
         seeds: 1-D non-negative integers; seed s uses ``fold_in(root_key, s)``.
         init_params: start from these weights instead of a random initialization:
             a list of (W [in, out], b [out]) per parametrized module in forward order,
             each optionally with a leading axis of length ``len(seeds)``.
         pair: the indices (i, j) of the two points whose h, y, w are recorded.
         layers: rsd hidden layers to record (default ``setting.layers``, else all).
-        tracked: inputs [n_t, in_dim] whose pairwise distance matrices are recorded
-            at ``matrix_steps`` (default (0, steps)) for ``matrix_layers`` (default
-            ``layers``) and the output.
+        tracked: inputs [n_t, in_dim] (shared by all seeds) whose pairwise distance
+            matrices are recorded at ``matrix_steps`` (default (0, steps)) for
+            ``matrix_layers`` (default ``layers``) and the output.
         chunk_size: seeds per compiled chunk (memory is bounded by one chunk).
         root_key: a ``jax.random.key``; default ``jax.random.key(0)``.
         return_params: also return the final parameters.
         progress: show a tqdm bar over chunks (default: when there is more than one).
-        unroll: ``lax.scan`` unroll factor (a performance knob; results are unchanged).
+        unroll: ``lax.scan`` unroll factor (a performance knob).
         dropout_masks: for the "dropout" architecture with full batch, replay given keep
             masks instead of drawing them (e.g. PyTorch's, to reproduce a reference run):
             one boolean array [steps, n, fan_in] per linear layer, shared by all seeds.
+        stop_loss: None (train every seed for ``setting.steps`` steps), or a finite
+            number > 0: a seed whose recorded loss at step t (the full-data half-MSE
+            before update t) is below it stops at t: update t and all later ones are
+            skipped, ``Run.stop_step`` is t and records from t on repeat step t's. A
+            chunk ends when all its seeds have stopped, diverged or run all steps.
+
+    Determinism: the same call (same seeds, data, ``chunk_size``, ``unroll``, batching)
+    gives bitwise identical results on the same machine and software. Results of one
+    seed across different ``chunk_size``, seed batchings or ``unroll`` agree to float32
+    round-off, not necessarily bitwise (XLA may order the sums of differently batched
+    programs differently; chaotic trajectories amplify such differences over long runs).
     """
     if not isinstance(setting, Setting):
         raise ValueError(f"setting must be an rsd.training.Setting; got {type(setting).__name__}.")
     # float32 unless float64 is switched on (jax_enable_x64), then float64 throughout.
     dtype = jnp.result_type(float)
-    x = jnp.asarray(x, dtype)
-    y = jnp.asarray(y, dtype)
-    _check_data(setting, x, y)
-    n, in_dim = x.shape
-    out_dim = y.shape[1]
     seeds_host = _check_seeds(seeds)
+    num_seeds = len(seeds_host)
+    x = _as_float_array("x", x, dtype)
+    y = _as_float_array("y", y, dtype)
+    x_per_seed, y_per_seed = _check_data(setting, x, y, num_seeds)
+    n, in_dim = x.shape[-2:]
+    out_dim = y.shape[-1]
     check_int_range("chunk_size", chunk_size, 1)
     check_int_range("unroll", unroll, 1)
     if not isinstance(return_params, bool):
         raise ValueError(f"return_params must be True or False; got {return_params!r}.")
+    stop_loss = _check_stop_loss(stop_loss)
     i, j = _check_pair(pair, n)
 
     network = _make_network(setting, in_dim, out_dim)
@@ -163,7 +194,7 @@ def train(
 
     steps = setting.steps
     if tracked is not None:
-        tracked = jnp.asarray(tracked, dtype)
+        tracked = _as_float_array("tracked", tracked, dtype)
         if tracked.ndim != 2 or tracked.shape[1] != in_dim or tracked.shape[0] < 2:
             raise ValueError(
                 f"tracked must have shape [n_t >= 2, in_dim={in_dim}]; got {tuple(tracked.shape)}."
@@ -184,17 +215,19 @@ def train(
         root_key = jax.random.key(0)
     root_key = _typed_key(root_key)
 
-    num_seeds = len(seeds_host)
     per_seed_init, shared_init = _split_init(init_params, num_seeds, network)
     # Seed counts share programs in power-of-two buckets (1, 2, 4, ...) up to chunk_size.
     chunk = min(chunk_size, 1 << (num_seeds - 1).bit_length())
     num_chunks = math.ceil(num_seeds / chunk)
     padded = num_chunks * chunk
-    # Padding repeats the last seed; its duplicate results are dropped below.
+    # Padding repeats the last seed (its data and initialization too); its duplicate
+    # results are dropped below.
     seed_ids = np.concatenate([seeds_host, np.full(padded - num_seeds, seeds_host[-1])])
     if per_seed_init is not None:
         per_seed_init = [tuple(np.concatenate([a, np.repeat(a[-1:], padded - num_seeds, 0)])
                                for a in layer) for layer in per_seed_init]
+    x_padded = _pad_seeds(x, padded) if x_per_seed else x
+    y_padded = _pad_seeds(y, padded) if y_per_seed else y
 
     slot = np.full(steps, -1, np.int32)
     final_slot, num_mats = -1, 0
@@ -222,10 +255,14 @@ def train(
         in_dim=in_dim, out_dim=out_dim, setting=structure, layers=layers,
         matrix_layers=matrix_layers, num_mats=num_mats, final_slot=final_slot,
         return_params=return_params, unroll=unroll, replay_masks=masks is not None,
+        data_axes=(0 if x_per_seed else None, 0 if y_per_seed else None),
+        stop_block=None if stop_loss is None else min(steps, _STOP_BLOCK),
     )
     lr = jnp.asarray(setting.lr, dtype)
+    stop_arg = None if stop_loss is None else jnp.asarray(stop_loss, dtype)
     pair_idx = jnp.asarray([i, j], jnp.int32)
     slot = jnp.asarray(slot)
+    mat_times = None if mat_steps is None else jnp.asarray(mat_steps, jnp.int32)
 
     show = progress if progress is not None else num_chunks > 1
     chunks = range(num_chunks)
@@ -252,20 +289,35 @@ def train(
             params = _stack([init(k) for k in keys[:, 0]])
         params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
         k_shuffle, k_dropout = keys[:, 1], keys[:, 2]
-        outputs.append(program(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot, lr,
-                               masks))
+        xc = x_padded[sl] if x_per_seed else x
+        yc = y_padded[sl] if y_per_seed else y
+        outputs.append(program(params, k_shuffle, k_dropout, xc, yc, pair_idx, tracked, slot,
+                               mat_times, lr, stop_arg, masks))
     out = jax.tree.map(lambda *a: jnp.concatenate(a)[:num_seeds], *outputs)
+    stop_step = out.get("stop_step")
+    if stop_step is None:
+        stop_step = jnp.full((num_seeds,), steps, jnp.int32)
 
+    if x_per_seed or y_per_seed:
+        xs = x if x_per_seed else jnp.broadcast_to(x, (num_seeds,) + x.shape)
+        ys = y if y_per_seed else jnp.broadcast_to(y, (num_seeds,) + y.shape)
+        dx2, dy2 = q.squared_distance(xs[:, i], xs[:, j]), q.squared_distance(ys[:, i], ys[:, j])
+    else:
+        dx2, dy2 = q.squared_distance(x[i], x[j]), q.squared_distance(y[i], y[j])
     return Run(
         h=out["h"], y=out["y"], w=out["w"], loss=out["loss"], e0=out["e0"],
-        status=out["status"], diverged_step=out["diverged_step"],
-        seeds=jnp.asarray(seeds_host),
-        dx2=q.squared_distance(x[i], x[j]), dy2=q.squared_distance(y[i], y[j]),
+        status=out["status"], diverged_step=out["diverged_step"], stop_step=stop_step,
+        seeds=jnp.asarray(seeds_host), dx2=dx2, dy2=dy2,
         hidden_matrices=out.get("hidden_matrices"), output_matrices=out.get("output_matrices"),
-        matrix_steps=None if mat_steps is None else jnp.asarray(mat_steps, jnp.int32),
-        params=out.get("params"), layers=layers, matrix_layers=matrix_layers, pair=(i, j),
-        setting=setting,
+        matrix_steps=mat_times, params=out.get("params"), layers=layers,
+        matrix_layers=matrix_layers, pair=(i, j), setting=setting,
     )
+
+
+def _pad_seeds(a, padded):
+    """Repeat the last seed's row of ``a`` [S, ...] up to ``padded`` rows."""
+    extra = padded - a.shape[0]
+    return a if extra == 0 else jnp.concatenate([a, jnp.repeat(a[-1:], extra, 0)])
 
 
 @jax.jit
@@ -286,36 +338,58 @@ def _stack(trees):
 
 @functools.lru_cache(maxsize=64)
 def _chunk_program(*, in_dim, out_dim, setting, layers, matrix_layers, num_mats, final_slot,
-                   return_params, unroll, replay_masks=False):
-    """The jitted program that trains one chunk of seeds (cached per static configuration)."""
-    network = _make_network(setting, in_dim, out_dim)
-    one = functools.partial(
-        _train_one_seed, network=network, setting=setting, layers=layers,
-        matrix_layers=matrix_layers, num_mats=num_mats, final_slot=final_slot,
-        return_params=return_params, unroll=unroll,
-    )
-    batched = jax.vmap(one, in_axes=(0, 0, 0, None, None, None, None, None, None, None))
+                   return_params, unroll, replay_masks=False, data_axes=(None, None),
+                   stop_block=None):
+    """The jitted program that trains one chunk of seeds (cached per static configuration).
 
-    def program(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot, lr, masks):
+    ``data_axes``: the vmap axis of x and y (0 = one data set per seed, None = shared).
+    ``stop_block``: None for the plain scan, else the block length of the early-stopping loop.
+    """
+    network = _make_network(setting, in_dim, out_dim)
+    statics = dict(network=network, setting=setting, layers=layers,
+                   matrix_layers=matrix_layers, num_mats=num_mats,
+                   return_params=return_params, unroll=unroll)
+    if stop_block is None:
+        one = functools.partial(_train_one_seed, final_slot=final_slot, **statics)
+        x_axis, y_axis = data_axes
+        batched = jax.vmap(one, in_axes=(0, 0, 0, x_axis, y_axis, None, None, None, None, None))
+
+        def run(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot, mat_times, lr,
+                stop_loss, masks):
+            return batched(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot, lr,
+                           masks)
+    else:
+        run = functools.partial(_train_chunk_until_stopped, data_axes=data_axes,
+                                block=stop_block, **statics)
+
+    def program(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot, mat_times, lr,
+                stop_loss, masks):
         global _TRACES
         _TRACES += 1
-        return batched(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot, lr, masks)
+        return run(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot, mat_times, lr,
+                   stop_loss, masks)
 
     # The chunk's initial parameters are fresh arrays made by train(); with return_params
     # their buffers can hold the final parameters (without, nothing could reuse them).
     return jax.jit(program, donate_argnums=0 if return_params else ())
 
 
-def _train_one_seed(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot, lr, masks, *,
-                    network, setting, layers, matrix_layers, num_mats, final_slot,
-                    return_params, unroll):
-    """Train ONE seed for ``setting.steps`` steps from ``params``; vmapped by the caller."""
+def _seed_stepper(x, y, k_shuffle, k_dropout, pair_idx, tracked, slot, lr, masks, stop_loss, *,
+                  network, setting, layers, matrix_layers, num_mats):
+    """(optimizer, step, matrices) of ONE seed: ``step(carry, t) -> (carry, records)``.
+
+    carry = (params, opt_state, status, diverged_step, stop_step, mats). With
+    ``stop_loss`` (a traced scalar, or None for no early stopping) a seed whose recorded
+    loss at step t is below it stops there: ``stop_step = t`` and update t and all later
+    ones are skipped, like the freeze on divergence. Steps t >= ``setting.steps`` (the
+    padding of the last block of the early-stopping loop) change nothing.
+    """
     if setting.optimizer == "sgd":
         optimizer = optax.sgd(lr)
     else:
         optimizer = optax.adam(lr)
-    opt_state = optimizer.init(params)
 
+    steps = setting.steps
     n = x.shape[0]
     i, j = pair_idx[0], pair_idx[1]
     target_i, target_j = y[i], y[j]
@@ -373,23 +447,20 @@ def _train_one_seed(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot,
             out, yb = out * m, yb * m
         return loss_scale * scale * q.half_mse(out, yb), (None, None, hid)
 
-    if num_mats:
-        n_t = tracked.shape[0]
-        mats0 = (jnp.zeros((num_mats, len(matrix_layers), n_t, n_t), x.dtype),
-                 jnp.zeros((num_mats, n_t, n_t), x.dtype))
-    else:
-        mats0 = None
-
     def step(carry, t):
-        params, opt_state, status, diverged_step, mats = carry
+        params, opt_state, status, diverged_step, stop_step, mats = carry
         (train_loss, (out, hid, train_hid)), grads = jax.value_and_grad(
             training_loss, has_aux=True)(params, t)
         if not shared_forward:
             out, hid = network.apply(params, x, train=False)
         rec = records(out, hid)
+        live = (status == Status.OK) & (stop_step == steps)
+        if stop_loss is not None:
+            live = live & (t < steps)
         if num_mats:
+            record_now = slot[t] >= 0 if stop_loss is None else (slot[t] >= 0) & (t < steps)
             mats = lax.cond(
-                slot[t] >= 0,
+                record_now,
                 lambda m: jax.tree.map(lambda buf, new: buf.at[slot[t]].set(new), m,
                                        matrices(params)),
                 lambda m: m,
@@ -403,21 +474,57 @@ def _train_one_seed(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot,
         # factors aside, which makes the next step's loss non-finite) — with no extra pass
         # over the weights, and the update and the freeze fuse into one elementwise loop.
         bias_grads = [b for _, b in network.to_layers(grads)]
+        # The records themselves too: finite activations can still overflow a squared
+        # distance (h, y, w), and a seed must never be OK with non-finite records.
         finite = (jnp.isfinite(rec["loss"]) & jnp.isfinite(train_loss)
-                  & _all_finite(bias_grads) & _all_finite(train_hid))
-        # A seed that was ok and now fails freezes here; a diverged seed stays frozen.
-        accept = (status == Status.OK) & finite
+                  & _all_finite(bias_grads) & _all_finite(train_hid)
+                  & _all_finite([rec["h"], rec["y"], rec["w"]]))
+        if stop_loss is not None:
+            # Reaching the target stops the seed before this update (and takes precedence:
+            # a stopped seed makes no update, so none can diverge) — with finite records.
+            reached = live & finite & (rec["loss"] < stop_loss)
+            stop_step = jnp.where(reached, t, stop_step)
+            live = live & ~reached
+        # A seed that was running and now fails freezes here; a frozen seed stays frozen.
+        accept = live & finite
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         params = _select(accept, new_params, params)
         opt_state = _select(accept, new_opt_state, opt_state)
-        newly = (status == Status.OK) & ~finite
+        newly = live & ~finite
         diverged_step = jnp.where(newly, t, diverged_step)
         status = jnp.where(newly, jnp.int32(Status.DIVERGED), status)
-        return (params, opt_state, status, diverged_step, mats), rec
+        return (params, opt_state, status, diverged_step, stop_step, mats), rec
 
-    carry0 = (params, opt_state, jnp.int32(Status.OK), jnp.int32(setting.steps), mats0)
-    (params, _, status, diverged_step, mats), rec = lax.scan(
+    return optimizer, step, matrices
+
+
+def _initial_carry(params, optimizer, x, tracked, *, setting, matrix_layers, num_mats):
+    """The step carry of one seed at step 0: running, nothing recorded yet."""
+    if num_mats:
+        n_t = tracked.shape[0]
+        mats0 = (jnp.zeros((num_mats, len(matrix_layers), n_t, n_t), x.dtype),
+                 jnp.zeros((num_mats, n_t, n_t), x.dtype))
+    else:
+        mats0 = None
+    steps = jnp.int32(setting.steps)
+    return (params, optimizer.init(params), jnp.int32(Status.OK), steps, steps, mats0)
+
+
+def _train_one_seed(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot, lr, masks, *,
+                    network, setting, layers, matrix_layers, num_mats, final_slot,
+                    return_params, unroll):
+    """Train ONE seed for ``setting.steps`` steps from ``params`` in one ``lax.scan``.
+
+    Vmapped over the seeds (and per-seed data) by the caller.
+    """
+    statics = dict(network=network, setting=setting, layers=layers,
+                   matrix_layers=matrix_layers, num_mats=num_mats)
+    optimizer, step, matrices = _seed_stepper(x, y, k_shuffle, k_dropout, pair_idx, tracked,
+                                              slot, lr, masks, None, **statics)
+    carry0 = _initial_carry(params, optimizer, x, tracked, setting=setting,
+                            matrix_layers=matrix_layers, num_mats=num_mats)
+    (params, _, status, diverged_step, _, mats), rec = lax.scan(
         step, carry0, jnp.arange(setting.steps, dtype=jnp.int32), unroll=unroll)
 
     result = dict(h=rec["h"], y=rec["y"], w=rec["w"], loss=rec["loss"], e0=rec["e0"][0],
@@ -430,6 +537,95 @@ def _train_one_seed(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot,
     if return_params:
         result["params"] = params
     return result
+
+
+def _train_chunk_until_stopped(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot,
+                               mat_times, lr, stop_loss, masks, *, data_axes, network, setting,
+                               layers, matrix_layers, num_mats, return_params, unroll, block):
+    """Train a chunk of seeds with early stopping: blocks of ``block`` steps until all are done.
+
+    Each block is a ``lax.scan`` of the one-seed step, vmapped over the seeds; a
+    ``lax.while_loop`` over blocks ends once every seed has stopped, diverged or reached
+    ``setting.steps``. (The loop runs over the vmapped block rather than vmapping a
+    one-seed while loop: the batched loop would re-select the whole [steps, ...] record
+    buffers every block.) Records go into preallocated [T, ...] buffers; a seed frozen
+    at step t (stop or divergence) then has every later record, and every matrix of a
+    step >= t, set to those of its frozen parameters, exactly as the plain scan records.
+    """
+    steps = setting.steps
+    statics = dict(network=network, setting=setting, layers=layers,
+                   matrix_layers=matrix_layers, num_mats=num_mats)
+    x_axis, y_axis = data_axes
+
+    def stepper(xs, ys, ks, kd):
+        return _seed_stepper(xs, ys, ks, kd, pair_idx, tracked, slot, lr, masks, stop_loss,
+                             **statics)
+
+    def start(p, xs, ys, ks, kd):
+        optimizer, _, _ = stepper(xs, ys, ks, kd)
+        return _initial_carry(p, optimizer, xs, tracked, setting=setting,
+                              matrix_layers=matrix_layers, num_mats=num_mats)
+
+    def run_block(carry, t0, xs, ys, ks, kd):
+        _, step, _ = stepper(xs, ys, ks, kd)
+        return lax.scan(step, carry, t0 + jnp.arange(block, dtype=jnp.int32), unroll=unroll)
+
+    def finish(carry, rec, xs, ys, ks, kd):
+        _, _, matrices = stepper(xs, ys, ks, kd)
+        params, _, status, diverged_step, stop_step, mats = carry
+        end = jnp.minimum(diverged_step, stop_step)
+        after = jnp.arange(steps) >= end
+        rec = {k: v[:steps] for k, v in rec.items()}
+        frozen_at = jnp.minimum(end, steps - 1)
+        rec = {k: jnp.where(after.reshape((-1,) + (1,) * (v.ndim - 1)), v[frozen_at], v)
+               for k, v in rec.items()}
+        result = dict(h=rec["h"], y=rec["y"], w=rec["w"], loss=rec["loss"], e0=rec["e0"][0],
+                      status=status, diverged_step=diverged_step, stop_step=stop_step)
+        if num_mats:
+            frozen = matrices(params)
+            late = mat_times >= end
+            mats = jax.tree.map(
+                lambda buf, new: jnp.where(late.reshape((-1,) + (1,) * (buf.ndim - 1)), new,
+                                           buf),
+                mats, frozen)
+            result["hidden_matrices"], result["output_matrices"] = mats
+        if return_params:
+            result["params"] = params
+        return result
+
+    data_in = (x_axis, y_axis, 0, 0)
+    carry = jax.vmap(start, in_axes=(0,) + data_in)(params, x, y, k_shuffle, k_dropout)
+    # Record buffers [seeds, blocks·block, ...], from the shapes of one block's records.
+    rec_shapes = jax.eval_shape(
+        lambda c, xs, ys, ks, kd: run_block(c, jnp.int32(0), xs, ys, ks, kd)[1],
+        jax.tree.map(lambda a: a[0], carry), _first(x, x_axis), _first(y, y_axis),
+        k_shuffle[0], k_dropout[0])
+    num_seeds = k_shuffle.shape[0]
+    padded_steps = math.ceil(steps / block) * block
+    bufs = {k: jnp.zeros((num_seeds, padded_steps) + s.shape[1:], s.dtype)
+            for k, s in rec_shapes.items()}
+    batched_block = jax.vmap(run_block, in_axes=(0, None) + data_in)
+
+    def running(carry):
+        _, _, status, _, stop_step, _ = carry
+        return jnp.any((status == Status.OK) & (stop_step == steps))
+
+    def cond(state):
+        carry, _, t0 = state
+        return (t0 < steps) & running(carry)
+
+    def body(state):
+        carry, bufs, t0 = state
+        carry, rec = batched_block(carry, t0, x, y, k_shuffle, k_dropout)
+        bufs = {k: lax.dynamic_update_slice_in_dim(bufs[k], rec[k], t0, axis=1) for k in bufs}
+        return carry, bufs, t0 + block
+
+    carry, bufs, _ = lax.while_loop(cond, body, (carry, bufs, jnp.int32(0)))
+    return jax.vmap(finish, in_axes=(0, 0) + data_in)(carry, bufs, x, y, k_shuffle, k_dropout)
+
+
+def _first(a, axis):
+    return a if axis is None else a[0]
 
 
 def _make_network(setting, in_dim, out_dim):
@@ -455,37 +651,85 @@ def _select(pred, on_true, on_false):
 def _typed_key(key):
     """A typed PRNG key from a typed key, raw uint32 key data or an integer seed."""
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        if not 0 <= int(key) < 2**63:
+            raise ValueError(f"root_key as an integer must be in [0, 2**63); got {_short_repr(key)}.")
         return jax.random.key(int(key))
     try:
         key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
         if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            if key.shape != ():
+                raise ValueError
             return key
-        return jax.random.wrap_key_data(key)
+        key = jax.random.wrap_key_data(key)
+        if key.shape != ():
+            raise ValueError
+        return key
     except (TypeError, ValueError):
-        raise ValueError("root_key must be a JAX PRNG key, raw uint32 key data or an integer; "
-                         f"got {key!r}.") from None
+        raise ValueError("root_key must be one JAX PRNG key (shape ()), the raw uint32 data of "
+                         f"one key or an integer; got {_short_repr(key)}.") from None
 
 
 # --------------------------------------------------------------------------- checks
 
 
-def _check_data(setting, x, y):
-    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] < 2:
+def _as_float_array(name, a, dtype):
+    """``a`` as a ``dtype`` array, or ValueError naming the argument if it is not numeric."""
+    try:
+        arr = np.asarray(a) if not isinstance(a, jax.Array) else a
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise TypeError
+        return jnp.asarray(arr, dtype)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a numeric array; got {_short_repr(a)}.") from None
+
+
+def _short_repr(a):
+    text = repr(a)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_data(setting, x, y, num_seeds):
+    """(x per seed?, y per seed?): each of x, y is shared [n, d] or per seed [S, n, d]."""
+    for name, a, dim in (("x", x, "in_dim"), ("y", y, "out_dim")):
+        if a.ndim not in (2, 3) or a.ndim == 3 and a.shape[0] != num_seeds:
+            raise ValueError(
+                f"{name} must have shape [n, {dim}] (shared by all seeds) or "
+                f"[S={num_seeds}, n, {dim}] (one data set per seed, S = len(seeds)); got "
+                f"{tuple(a.shape)}."
+            )
+    for name, a in (("x", x), ("y", y)):
+        if a.shape[-1] < 1:
+            raise ValueError(f"{name} must have at least one column (feature); got shape {tuple(a.shape)}.")
+    if x.shape[-2] != y.shape[-2] or x.shape[-2] < 2:
         raise ValueError(
-            "x and y must have shapes [n, in_dim] and [n, out_dim] with the same n >= 2; got "
-            f"{tuple(x.shape)} and {tuple(y.shape)}."
+            "x and y must have shapes [(S,) n, in_dim] and [(S,) n, out_dim] with the same "
+            f"n >= 2; got {tuple(x.shape)} and {tuple(y.shape)}."
         )
-    if setting.in_dim is not None and x.shape[1] != setting.in_dim:
-        raise ValueError(f"x must have setting.in_dim={setting.in_dim} columns; got {x.shape[1]}.")
-    if setting.out_dim is not None and y.shape[1] != setting.out_dim:
+    if setting.in_dim is not None and x.shape[-1] != setting.in_dim:
+        raise ValueError(f"x must have setting.in_dim={setting.in_dim} columns; got {x.shape[-1]}.")
+    if setting.out_dim is not None and y.shape[-1] != setting.out_dim:
         raise ValueError(
-            f"y must have setting.out_dim={setting.out_dim} columns; got {y.shape[1]}.")
+            f"y must have setting.out_dim={setting.out_dim} columns; got {y.shape[-1]}.")
     check_finite("x", x)
     check_finite("y", y)
+    return x.ndim == 3, y.ndim == 3
+
+
+def _check_stop_loss(stop_loss):
+    if stop_loss is None:
+        return None
+    ok = isinstance(stop_loss, (int, float, np.integer, np.floating)) and \
+        not isinstance(stop_loss, bool)
+    if not ok or not math.isfinite(float(stop_loss)) or not float(stop_loss) > 0:
+        raise ValueError(f"stop_loss must be None or a finite number > 0; got {stop_loss!r}.")
+    return float(stop_loss)
 
 
 def _check_seeds(seeds):
-    a = np.asarray(seeds)
+    try:
+        a = np.asarray(seeds)
+    except (TypeError, ValueError):
+        a = np.asarray([], float)  # not integers: rejected below with the message
     if a.ndim == 0:
         a = a[None]
     if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
@@ -495,11 +739,18 @@ def _check_seeds(seeds):
     return a.astype(np.int64)
 
 
+def _is_index(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _check_pair(pair, n):
     try:
-        i, j = (int(p) for p in pair)
+        i, j = pair
     except (TypeError, ValueError):
         raise ValueError(f"pair must be two point indices (i, j); got {pair!r}.") from None
+    if not (_is_index(i) and _is_index(j)):
+        raise ValueError(f"pair must be two integer point indices (i, j); got {pair!r}.")
+    i, j = int(i), int(j)
     if not (0 <= i < n and 0 <= j < n) or i == j:
         raise ValueError(f"pair must be two different indices in [0, {n}); got {pair!r}.")
     return i, j
@@ -508,11 +759,14 @@ def _check_pair(pair, n):
 def _check_layers(name, layers, num_hidden):
     if layers is None:
         return tuple(range(num_hidden))
-    if isinstance(layers, (int, np.integer)):
+    if _is_index(layers):
         layers = (layers,)
-    layers = tuple(layers)
-    if not layers or not all(isinstance(k, (int, np.integer)) and 0 <= k < num_hidden
-                             for k in layers):
+    try:
+        layers = tuple(layers)
+    except TypeError:
+        raise ValueError(f"{name} must be a non-empty sequence of hidden-layer indices in "
+                         f"[0, {num_hidden}); got {layers!r}.") from None
+    if not layers or not all(_is_index(k) and 0 <= k < num_hidden for k in layers):
         raise ValueError(
             f"{name} must be a non-empty sequence of hidden-layer indices in [0, {num_hidden}); "
             f"got {layers!r}."
@@ -523,15 +777,20 @@ def _check_layers(name, layers, num_hidden):
 def _check_masks(masks, setting, network, n):
     if masks is None:
         return None
+    given = masks
     if setting.architecture != "dropout" or setting.batch_size is not None and \
             setting.batch_size < n:
         raise ValueError("dropout_masks need the 'dropout' architecture trained full batch.")
-    masks = tuple(jnp.asarray(m, bool) for m in masks)
     shapes = [(setting.steps, n, w[0]) for w, _ in network.layer_shapes]
-    if [m.shape for m in masks] != shapes:
+    try:
+        masks = tuple(jnp.asarray(m, bool) for m in masks)
+    except (TypeError, ValueError):
+        masks = None
+    if masks is None or [m.shape for m in masks] != shapes:
         raise ValueError(
             f"dropout_masks must be {len(shapes)} boolean arrays of shapes {shapes} "
-            f"([steps, n, fan_in] per linear layer); got {[tuple(m.shape) for m in masks]}."
+            "([steps, n, fan_in] per linear layer); got "
+            f"{[tuple(m.shape) for m in masks] if masks is not None else _short_repr(given)}."
         )
     return masks
 

@@ -48,6 +48,8 @@ _MODEL_TYPES = {"MLP": "mlp", "ResNet": "resnet", "CNN": "cnn", "Dropout": "drop
 _TWO_POINT_TABLE = "2_points"
 _QUIRK_BATCH_SIZE = 64
 _CNN_KERNEL_SHRINK = 10  # each of the L + 1 convolutions (kernel 11, no padding) drops 10
+# Training counts steps (stop and divergence steps, record slots) in int32.
+MAX_STEPS = 2**31 - 1
 
 
 @jax.tree_util.register_static
@@ -66,7 +68,8 @@ class Setting:
         gain: Xavier-normal gain of every linear/conv weight (biases start at 0).
         optimizer: "sgd" (no momentum) or "adam" (optax defaults = PyTorch defaults).
         lr: learning rate (per step).
-        steps: number of training steps (updates); one record is taken before each.
+        steps: number of training steps (updates), at most ``MAX_STEPS`` = 2**31 − 1;
+            one record is taken before each.
         batch_size: None for full batch, else minibatches of this size, reshuffled
             every epoch (the last minibatch of an epoch may be smaller).
         layers: rsd hidden-layer indices (0-based) whose h is recorded; None = all.
@@ -97,14 +100,23 @@ class Setting:
     loss: str = "half_mse"
     name: str = ""
 
+    def __new__(cls, *args, **kwargs):
+        # Every construction (Setting(...), replace, from_paper, copy, pickle) passes here
+        # before the dataclass __init__, which would raise TypeError for an unknown or doubled
+        # field name; checking the names first makes that a ValueError naming the field.
+        _check_field_names(cls, args, kwargs)
+        return super().__new__(cls)
+
     def __post_init__(self):
-        check_choice("Setting.architecture", self.architecture, ARCHITECTURES)
-        check_choice("Setting.activation", self.activation, ACTIVATIONS)
-        check_choice("Setting.optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("Setting.loss", self.loss, LOSSES)
+        _check_name("Setting.architecture", self.architecture, ARCHITECTURES)
+        _check_name("Setting.activation", self.activation, ACTIVATIONS)
+        _check_name("Setting.optimizer", self.optimizer, OPTIMIZERS)
+        _check_name("Setting.loss", self.loss, LOSSES)
+        if not isinstance(self.name, str):
+            raise ValueError(f"Setting.name must be a string (free text); got {_short_repr(self.name)}.")
         check_int_range("Setting.width", self.width, 1)
         check_int_range("Setting.depth", self.depth, 1)
-        check_int_range("Setting.steps", self.steps, 1)
+        check_int_range("Setting.steps", self.steps, 1, MAX_STEPS)
         if self.batch_size is not None:
             check_int_range("Setting.batch_size", self.batch_size, 1)
         for field in ("in_dim", "out_dim"):
@@ -119,7 +131,7 @@ class Setting:
                 _check_real(f"Setting.{field}", value, positive=False)
         rate = self.dropout_rate
         if not _is_real(rate) or not 0.0 <= float(rate) < 1.0:
-            raise ValueError(f"Setting.dropout_rate must be a number in [0, 1); got {rate!r}.")
+            raise ValueError(f"Setting.dropout_rate must be a number in [0, 1); got {_short_repr(rate)}.")
         if self.layers is not None:
             if not isinstance(self.layers, tuple) or len(self.layers) == 0:
                 raise ValueError(
@@ -132,12 +144,13 @@ class Setting:
             shrink = _CNN_KERNEL_SHRINK * (self.depth + 1)
             if self.width - shrink < 1:
                 raise ValueError(
-                    f"Setting.width must be > {shrink} for a CNN of depth {self.depth} (each of "
-                    f"its {self.depth + 1} convolutions shortens the signal by 10); got {self.width}."
+                    f"Setting.width must be > {shrink} for Setting.architecture='cnn' with "
+                    f"Setting.depth={self.depth} (each of its {self.depth + 1} convolutions shortens "
+                    f"the signal by 10); got {self.width}."
                 )
 
     def replace(self, **changes) -> "Setting":
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again); unknown field names raise ValueError."""
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -157,10 +170,12 @@ class Setting:
         shuffled minibatches of 64, so ``steps = n_epochs · ceil(n_train / 64)`` and
         ``n_train`` (the number of training points) is required there.
         """
-        check_choice("table", table, tuple(PAPER_TABLES))
-        check_choice("name", name, tuple(PAPER_TABLES[table]))
+        _check_name("table", table, tuple(PAPER_TABLES))
+        _check_name("name", name, tuple(PAPER_TABLES[table]))
         if not isinstance(quirks, bool):
-            raise ValueError(f"quirks must be True or False; got {quirks!r}.")
+            raise ValueError(f"quirks must be True or False; got {_short_repr(quirks)}.")
+        if n_train is not None:
+            check_int_range("n_train", n_train, 1)
         row: PaperRow = PAPER_TABLES[table][name]
         architecture = _MODEL_TYPES[row.model_type]
         fields = dict(
@@ -191,9 +206,14 @@ class Setting:
                         f"from_paper({table!r}, ..., quirks=True): its minibatches of 64 make "
                         "the number of steps per epoch depend on it."
                     )
-                check_int_range("n_train", n_train, 1)
-                fields.update(batch_size=_QUIRK_BATCH_SIZE,
-                              steps=row.n_epochs * math.ceil(n_train / _QUIRK_BATCH_SIZE))
+                # integer ceil: n_train / 64 in floating point overflows or rounds for huge n_train
+                per_epoch = -(-int(n_train) // _QUIRK_BATCH_SIZE)
+                if row.n_epochs * per_epoch > MAX_STEPS:
+                    raise ValueError(
+                        f"n_train must be at most {MAX_STEPS // row.n_epochs * _QUIRK_BATCH_SIZE} for "
+                        f"{table}/{name} ({row.n_epochs} epochs of ceil(n_train / 64) steps must fit "
+                        f"in {MAX_STEPS} steps); got {_short_repr(n_train)}.")
+                fields.update(batch_size=_QUIRK_BATCH_SIZE, steps=row.n_epochs * per_epoch)
         return cls(**fields)
 
 
@@ -211,7 +231,7 @@ def paper_layer_to_rsd(architecture: str, index: int) -> int:
       even index 2k ≥ 2 is the dropout after hidden layer k−1, the identity in eval
       mode → rsd hidden ``k − 1``; index 0 (dropout of the input) is no hidden layer.
     """
-    check_choice("architecture", architecture, ARCHITECTURES)
+    _check_name("architecture", architecture, ARCHITECTURES)
     check_int_range("hidden_layer index", index, 0)
     if architecture != "dropout":
         return index
@@ -225,17 +245,51 @@ def paper_layer_to_rsd(architecture: str, index: int) -> int:
 
 def paper_names(table: str) -> tuple[str, ...]:
     """The row names of one of the paper's tables, in published order."""
-    check_choice("table", table, tuple(PAPER_TABLES))
+    _check_name("table", table, tuple(PAPER_TABLES))
     return tuple(PAPER_TABLES[table])
 
 
+def _check_field_names(cls, args, kwargs):
+    """ValueError for arguments the dataclass __init__ would refuse with a TypeError."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    if len(args) > len(fields):
+        raise ValueError(f"Setting takes at most {len(fields)} positional fields ({', '.join(fields)}); "
+                         f"got {len(args)}.")
+    unknown = sorted(set(kwargs) - set(fields))
+    if unknown:
+        raise ValueError(f"Setting has no field {', '.join(map(repr, unknown))}; its fields are "
+                         f"{', '.join(fields)}.")
+    twice = sorted(set(kwargs) & set(fields[:len(args)]))
+    if twice:
+        raise ValueError(f"Setting field {', '.join(map(repr, twice))} given both by position and "
+                         "by name.")
+
+
+def _check_name(name, value, allowed):
+    """``value`` must be one of the strings ``allowed`` (an array or other object names the field too)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be one of {sorted(allowed)}; got {_short_repr(value)}.")
+    check_choice(name, value, allowed)
+
+
+def _short_repr(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    """A finite real number (a Python int beyond float range is not: it would overflow)."""
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _check_real(name, value, *, positive):
-    if not _is_real(value) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite number; got {value!r}.")
+    if not _is_real(value):
+        raise ValueError(f"{name} must be a finite number; got {_short_repr(value)}.")
     if positive and not value > 0:
         raise ValueError(f"{name} must be > 0; got {value!r}.")
     if not positive and not value >= 0:

@@ -1,62 +1,118 @@
-"""Command-line interface: a thin shell over ``rsd.experiments``."""
+"""Command-line interface: a thin shell over ``rsd.experiments``.
+
+Bad input is one line on stderr and exit code 2; Ctrl-C is one line and exit code
+130, with no half-written file left under a finished-looking name.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from pathlib import Path
-
 
 # What `rsd demo` runs: networks trained and fitted by the theory, then the theory alone.
 DEMO = ["two-point-fit", "theory-demo"]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="rsd", description="Representation learning dynamics, theory and networks.")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints the usage too)
+        self.exit(2, f"rsd: {message} (see rsd --help)\n")
+
+
+def _size_flags(parser):
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", dest="size", action="store_const", const="quick",
+                       help="reduced sizes for a CPU, minutes (default)")
+    group.add_argument("--paper", dest="size", action="store_const", const="paper",
+                       help="the reference protocol's sizes (meant for an accelerator)")
+    group.add_argument("--size", dest="size", choices=("tiny", "quick", "paper"),
+                       help="tiny (seconds, a smoke test), quick or paper")
+    parser.set_defaults(size="quick")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rsd", description="Representation learning dynamics: the effective theory "
+                                             "of van Rossem & Saxe next to real networks.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = sub.add_parser("demo", help="the main demonstration (quick, CPU)")
-    demo.add_argument("--out", default="rsd-out", help="folder for figures and results (default: rsd-out)")
+    demo.add_argument("--out", default="rsd-out", help="folder for results (default: rsd-out)")
+    demo.add_argument("--force", action="store_true", help="recompute finished results")
     runp = sub.add_parser("run", help="run one experiment by name")
     runp.add_argument("name")
-    runp.add_argument("--out", default="rsd-out")
+    _size_flags(runp)
+    runp.add_argument("--seeds", type=int, help="number of seeds (experiments that have seeds)")
+    runp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="change one setting of the experiment's Config (repeatable)")
+    runp.add_argument("--out", default="rsd-out", help="folder for results (default: rsd-out)")
+    runp.add_argument("--force", action="store_true", help="recompute a finished run")
+    rep = sub.add_parser("reproduce", help="run the paper's experiments and write report.md")
+    _size_flags(rep)
+    rep.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
+    rep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="change a setting of every experiment run (repeatable)")
+    rep.add_argument("--out", default="rsd-out", help="folder for results (default: rsd-out)")
+    rep.add_argument("--force", action="store_true", help="recompute finished experiments")
     sub.add_parser("list", help="list the experiments")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return _dispatch(args)
+    except ValueError as error:
+        print(f"rsd: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rsd: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
     from . import experiments
 
     if args.command == "list":
         for name, module in experiments.REGISTRY.items():
-            print(f"{name:20s} {module.__doc__.strip().splitlines()[0]}")
+            tag = "reproduce" if name in experiments.REPRODUCE else "demo"
+            print(f"{name:16s} [{tag:9s}] {module.__doc__.strip().splitlines()[0]}")
         return 0
-    names = DEMO if args.command == "demo" else [args.name]
-    for name in names:
-        if name not in experiments.REGISTRY:
-            print(f"rsd: unknown experiment {name!r}; choose from {', '.join(experiments.REGISTRY)}",
-                  file=sys.stderr)
-            return 2
-    try:
-        for name in names:
-            _run(experiments.REGISTRY[name], name, Path(args.out))
-    except ValueError as error:
-        print(f"rsd: {error}", file=sys.stderr)
-        return 2
+    if args.command == "demo":
+        experiments.prepare_output(args.out)
+        for name in DEMO:
+            outcome = experiments.run_experiment(name, size="quick", out=args.out, force=args.force)
+            _say_files(outcome)
+        return 0
+    if args.command == "run":
+        outcome = experiments.run_experiment(args.name, size=args.size, overrides=args.overrides,
+                                             seeds=args.seeds, out=args.out, force=args.force)
+        _say_files(outcome)
+        return 0
+    report, _ = experiments.reproduce(args.only, size=args.size, out=args.out, force=args.force,
+                                      overrides=args.overrides)
+    print(f"report: {report}  (figures and data in {report.parent}/)")
     return 0
 
 
-def _run(module, name, out: Path) -> None:
-    import matplotlib
+def _say_files(outcome) -> None:
+    if outcome.summary:
+        print(outcome.summary)
+    figures = ", ".join(f"{f}.png" for f in outcome.figures)
+    print(f"wrote {outcome.folder}/ ({figures}, result.npz, metrics.json)")
 
-    matplotlib.use("Agg")
-    out.mkdir(parents=True, exist_ok=True)
-    result = module.run(module.Config())
-    print(module.summary(result))
-    figure = module.plot(result)
-    path = out / f"{name}.png"
-    tmp = path.with_suffix(".tmp.png")
-    figure.savefig(tmp, dpi=120)
-    tmp.replace(path)  # atomic: an interrupted run never leaves half a figure
-    print(f"wrote {path}")
+
+def entry() -> None:
+    """Console-script entry point: exit with main's code; after Ctrl-C leave at once
+    (interpreter shutdown with XLA's threads mid-computation can crash)."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

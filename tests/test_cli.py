@@ -1,63 +1,180 @@
-"""The command line is a thin shell: dispatch, files written, errors as one line and exit 2."""
+"""The command line is a thin shell: dispatch, files written, errors as one line and exit 2,
+Ctrl-C as one line and exit 130, outputs checked before any computation."""
 
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
 import types
+from pathlib import Path
 
 import pytest
 
 from rsd import cli, experiments
 
 
-def _fake(fail=False):
-    module = types.SimpleNamespace()
-    module.__doc__ = "A fake experiment."
-    module.Config = lambda: None
-    module.summary = lambda result: f"summary {result}"
+@dataclasses.dataclass(frozen=True)
+class _FakeConfig:
+    width: int = 4
+    seeds: int = 2
+    rows: tuple[str, ...] = ("default",)
+    scale: float | None = None
 
-    def run(config):
-        if fail:
-            raise ValueError("width must be an integer >= 1; got 0.")
-        return 42
+    def __post_init__(self):
+        if self.width < 1:
+            raise ValueError(f"width must be an integer >= 1; got {self.width}.")
+
+    @classmethod
+    def for_size(cls, size):
+        return cls(width={"tiny": 1, "quick": 4, "paper": 500}[size])
+
+
+def _fake(calls):
+    module = types.SimpleNamespace()
+    module.__doc__ = "A fake experiment.\n\nIt draws a line."
+    module.Config = _FakeConfig
+
+    def run(config, *, upstream=None, progress=False):
+        calls.append(config)
+        return config.width
 
     def plot(result):
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots()
         ax.plot([0, 1], [0, result])
-        return fig
+        return {"line": fig}
 
     module.run, module.plot = run, plot
+    module.metrics = lambda result: {"default/width": result, "total": 2 * result}
+    module.arrays = lambda result: {"x": [result]}
+    module.summary = lambda result: f"summary {result}"
+    module.describe = lambda config: f"width {config.width}"
     return module
 
 
-def test_run_writes_figure_and_prints_summary(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(experiments.REGISTRY, "fake", _fake())
-    assert cli.main(["run", "fake", "--out", str(tmp_path)]) == 0
-    assert (tmp_path / "fake.png").stat().st_size > 0
-    assert not list(tmp_path.glob("*.tmp.png"))
-    assert "summary 42" in capsys.readouterr().out
+@pytest.fixture
+def fake(monkeypatch):
+    calls = []
+    monkeypatch.setitem(experiments.REGISTRY, "fake", _fake(calls))
+    return calls
 
 
-def test_bad_value_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(experiments.REGISTRY, "fake", _fake(fail=True))
-    assert cli.main(["run", "fake", "--out", str(tmp_path)]) == 2
+def test_run_writes_the_folder_and_prints_summary(tmp_path, fake, capsys):
+    assert cli.main(["run", "fake", "--out", str(tmp_path), "--set", "width=7", "--seeds", "3"]) == 0
+    folder = tmp_path / "fake"
+    assert (folder / "line.png").stat().st_size > 0
+    assert {p.name for p in folder.iterdir()} == {"line.png", "result.npz", "metrics.json", "config.json",
+                                                   "summary.txt"}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    out = capsys.readouterr().out
+    assert "summary 7" in out and str(folder) in out
+    assert fake == [_FakeConfig(width=7, seeds=3)]
+
+
+def test_second_run_reuses_unless_forced(tmp_path, fake, capsys):
+    args = ["run", "fake", "--out", str(tmp_path)]
+    assert cli.main(args) == 0
+    assert cli.main(args) == 0
+    assert len(fake) == 1 and "reusing" in capsys.readouterr().err
+    assert cli.main(args + ["--paper"]) == 0  # another size is another run
+    assert cli.main(args + ["--paper", "--force"]) == 0
+    assert len(fake) == 3
+
+
+def test_reproduce_writes_report_and_metrics(tmp_path, fake, monkeypatch, capsys):
+    monkeypatch.setattr(experiments, "REPRODUCE", ("fake",))
+    assert cli.main(["reproduce", "--size", "tiny", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "## fake" in report and "(fake/line.png)" in report and "width 1" in report
+    assert "| `total` | 2 |" in report
+    assert '"fake"' in (tmp_path / "metrics.json").read_text()
+    assert "report: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "fake", "--set", "width=-3"], "rsd: width must be an integer >= 1; got -3."),
+    (["run", "fake", "--set", "depth=3"], "rsd: unknown setting 'depth' for this experiment; allowed: "
+                                          "width, seeds, rows, scale."),
+    (["run", "fake", "--set", "width=abc"], "rsd: --set width='abc': expected an integer."),
+    (["run", "fake", "--set", "width"], "rsd: --set takes key=value; got 'width'."),
+    (["run", "fake", "--seeds", "0"], "rsd: --seeds must be an integer >= 1; got 0."),
+    (["run", "no-such-thing"], "rsd: unknown experiment 'no-such-thing'; choose from "),
+    (["reproduce", "--only", "no-such-thing"], "rsd: unknown experiment 'no-such-thing'"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, fake, capsys, args, message):
+    assert cli.main(args + ["--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "rsd: width must be an integer >= 1; got 0."
+    assert err.count("\n") == 1 and err.startswith(message)
+    assert fake == []
 
 
-def test_unknown_experiment(capsys):
-    assert cli.main(["run", "no-such-thing"]) == 2
-    assert "unknown experiment 'no-such-thing'" in capsys.readouterr().err
+def test_set_parses_by_type(fake, tmp_path):
+    assert cli.main(["run", "fake", "--out", str(tmp_path), "--set", "rows=a, b", "--set", "scale=0.5"]) == 0
+    assert fake[0].rows == ("a", "b") and fake[0].scale == 0.5
 
 
-def test_demo_names_registered_experiments(capsys):
-    assert all(name in experiments.REGISTRY for name in cli.DEMO)
+def test_real_experiment_rejects_bad_values(tmp_path, capsys):
+    assert cli.main(["run", "two-points", "--set", "width=-3", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "rsd: width must be an integer >= 1; got -3.\n"
+    assert cli.main(["run", "two-points", "--set", "rows=default,nope", "--out", str(tmp_path)]) == 2
+    assert "unknown row 'nope'" in capsys.readouterr().err
+
+
+def _bad_outputs(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    return [(a_file, "is a file, not a folder"),
+            (a_file / "below", "is below"),
+            (Path("/proc/rsd-cannot-write-here"), "is not a writable folder")]
+
+
+@pytest.mark.parametrize("command", [["run", "fake"], ["reproduce", "--only", "fake"], ["demo"]])
+def test_bad_out_is_checked_before_any_computation(tmp_path, fake, capsys, command):
+    for out, message in _bad_outputs(tmp_path):
+        assert cli.main(command + ["--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert fake == []
+
+
+def test_list_names_every_experiment(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     for name, module in experiments.REGISTRY.items():
         assert name in out and module.__doc__.strip().splitlines()[0] in out
+    assert all(name in experiments.REGISTRY for name in cli.DEMO + list(experiments.REPRODUCE))
 
 
-def test_usage_error_exits_2():
+def test_usage_error_exits_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["frobnicate"])
     assert exit_info.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.filterwarnings("ignore:os.fork")  # the child execs at once
+def test_ctrl_c_exits_130_without_traceback_or_finished_looking_files(tmp_path):
+    """A real SIGINT to a running `rsd`: one line, exit 130, nothing left that looks finished."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rsd", "run", "two-points", "--size", "tiny", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # Wait until it is computing (it says so on stderr), then interrupt it.
+    seen = []
+    while not any("running" in line for line in seen):
+        line = proc.stderr.readline()
+        assert line, f"rsd ended before computing: {seen} {proc.communicate()}"
+        seen.append(line)
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "Traceback" not in stderr and "Traceback" not in stdout, stderr
+    assert stderr.strip().splitlines()[-1].strip() == "rsd: interrupted", stderr
+    assert not list(out.rglob("*.png")) and not list(out.rglob("*partial*"))
+    assert not (out / "two-points").exists()

@@ -1,11 +1,41 @@
-"""Experiments: each module has ``Config``, ``run(config) -> result``, ``plot(result) -> figure``
-and ``summary(result) -> str``; the CLI reads ``REGISTRY``."""
+"""The paper's experiments, each a module with ``Config`` → ``run(config)`` → result,
+``plot(result)`` → figures, ``metrics(result)`` → numbers; the CLI reads ``REGISTRY``.
 
-from . import theory_demo, two_point_fit
+``run_experiment(name, size=..., out=...)`` runs one into ``out/name/``;
+``reproduce(names, size=..., out=...)`` runs several and writes ``out/report.md``.
+Sizes: ``SIZES`` ("tiny", "quick", "paper").
+"""
+
+from . import alternatives, depth, final_distance, theory_demo, two_point_fit, two_points
+from ._common import SIZES
+from ._driver import Outcome, make_config, prepare_output, reproduce, run_experiment
 
 REGISTRY = {
     "two-point-fit": two_point_fit,
     "theory-demo": theory_demo,
+    "two-points": two_points,
+    "final-distance": final_distance,
+    "depth": depth,
+    "alternatives": alternatives,
 }
+"""Every experiment by name, in the order they run (a dependency before its users)."""
 
-__all__ = ["REGISTRY", "theory_demo", "two_point_fit"]
+REPRODUCE = ("two-points", "final-distance", "depth", "alternatives")
+"""The paper's experiments that ``rsd reproduce`` runs by default."""
+
+__all__ = [
+    "REGISTRY",
+    "REPRODUCE",
+    "SIZES",
+    "Outcome",
+    "make_config",
+    "prepare_output",
+    "reproduce",
+    "run_experiment",
+    "alternatives",
+    "depth",
+    "final_distance",
+    "theory_demo",
+    "two_point_fit",
+    "two_points",
+]

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import jax.numpy as jnp
 import numpy as np
 
 from .. import theory
 
-__all__ = ["Config", "Result", "run", "plot", "summary"]
+__all__ = ["Config", "Result", "run", "plot", "metrics", "arrays", "summary"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +26,13 @@ class Config:
     y0_ratio: float = 1e-2  # y0 = y0_ratio·h0 (output distance at initialization)
     steps: int = 20000
     saves: int = 201
+
+    @classmethod
+    def for_size(cls, size: str) -> "Config":
+        from ._common import check_size
+
+        check_size(size)
+        return cls()
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,8 @@ class Result:
     h_inf_grid: np.ndarray = field(repr=False)
 
 
-def run(config: Config = Config()) -> Result:
+def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> Result:
+    del upstream, progress
     c = config
     h0 = np.asarray(c.h0, float)
     y0 = c.y0_ratio * h0
@@ -88,4 +95,22 @@ def plot(result: Result):
     ax.set_xlabel("h0")
     ax.set_title("end state")
     ax.legend(fontsize=7)
-    return fig
+    return {"theory-demo": fig}
+
+
+def metrics(result: Result) -> dict[str, float]:
+    """End state solved against the closed form, per initial h0 (relative difference)."""
+    out = {"rich_limit": float(result.rich)}
+    for h0, z, h_inf in zip(result.config.h0, result.zs, result.h_inf):
+        out[f"h0={h0:g}/h_end"] = float(z[-1, 0])
+        out[f"h0={h0:g}/h_inf"] = float(h_inf)
+    return out
+
+
+def arrays(result: Result) -> dict[str, np.ndarray]:
+    return {"ts": result.ts, "zs": result.zs, "status": result.status, "h_inf": result.h_inf}
+
+
+def describe(config: Config) -> str:
+    return (f"the theory alone at η_h={config.eta_h:g}, η_y={config.eta_y:g}, dx2={config.dx2:g}, "
+            f"dy2={config.dy2:g}, from h0 in {config.h0}, {config.steps} steps.")

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import data, fitting, theory, training
+from .. import fitting, theory, training
+from . import _common
 
-__all__ = ["Config", "Result", "run", "plot", "summary"]
+__all__ = ["Config", "Result", "run", "plot", "metrics", "arrays", "summary"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,22 @@ class Config:
     steps: int = 4000  # the paper's default is 6000
     seeds: int = 4
     layer: int | None = None  # hidden layer to record; None = the middle one
+
+    def __post_init__(self):
+        for name in ("width", "depth", "seeds"):
+            _common.check_positive_int(name, getattr(self, name))
+        _common.check_positive_int("steps", self.steps, 3)
+        if self.layer is not None and not (isinstance(self.layer, int) and 0 <= self.layer < self.depth):
+            raise ValueError(f"layer must be None or an integer in [0, {self.depth}); got {self.layer!r}.")
+
+    @classmethod
+    def for_size(cls, size: str) -> "Config":
+        _common.check_size(size)
+        if size == "tiny":
+            return cls(width=16, depth=4, steps=300, seeds=2)
+        if size == "paper":
+            return cls(width=500, depth=20, steps=6000, seeds=50, layer=10)
+        return cls()
 
 
 @dataclass(frozen=True)
@@ -46,32 +63,53 @@ class Result:
     loss_fitted: np.ndarray
 
 
-def run(config: Config = Config()) -> Result:
+def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> Result:
+    del upstream, progress
     c = config
     paper = training.Setting.from_paper(c.table, c.name)
     layer = c.depth // 2 if c.layer is None else c.layer
     setting = paper.replace(width=c.width, depth=c.depth, steps=c.steps, layers=(layer,))
-    x, y = data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim, out_dim=setting.out_dim)
-    recorded = training.train(setting, x, y, seeds=range(c.seeds))
-    h, yy, w = np.asarray(recorded.h[..., 0]), np.asarray(recorded.y), np.asarray(recorded.w)
-    dx2, dy2 = float(recorded.dx2), float(recorded.dy2)
-    fit = fitting.fit_rates(h, yy, w, dx2, dy2)
-    # A diverged seed has no trajectory to fit: mask it (DESIGN.md §5) and say so.
-    trained = np.asarray(recorded.status) == training.Status.OK
-    fit_status = np.where(trained, np.asarray(fit.status), -1)
-    ts = np.arange(setting.steps, dtype=h.dtype)
-    z0 = np.stack([h[:, 0], yy[:, 0], w[:, 0]], -1)
-    curves = theory.solve(z0, ts, fit.eta_h, fit.eta_y, dx2, dy2)
-    measured = np.stack([h, yy, w], -1)
-    loss_fit = fitting.fit_loss_rate(recorded.loss, measured, dy2, recorded.e0)
-    loss_fitted = theory.loss_curve(ts, measured, dy2, loss_fit.eta_mean, recorded.e0)
+    p = _common.train_pair(setting, c.seeds)
+    h, yy, w, loss, e0, dx2, dy2, trained = p.h, p.y, p.w, p.loss, p.e0, p.dx2, p.dy2, p.trained
+    # Diverged seeds and failed fits are masked before fitting and solving (DESIGN.md §5).
+    fits = _common.fit_seeds(h, yy, w, loss, e0, dx2, dy2, trained)
+    ts = np.arange(setting.steps)
+    measured = p.measured
+    z0 = measured[:, 0]
+    curves = _common.theory_curves(z0, ts, fits.eta_h, fits.eta_y, dx2, dy2)
+    loss_fitted = np.full(loss.shape, np.nan)
+    h_inf = np.full(len(h), np.nan)
+    good = np.isfinite(fits.eta_h) & np.isfinite(fits.eta_mean) & np.all(np.isfinite(curves), axis=(1, 2))
+    if good.any():
+        loss_fitted[good] = np.asarray(theory.loss_curve(ts.astype(float), curves[good], dy2,
+                                                         fits.eta_mean[good], e0[good]))
+        h_inf[good] = np.asarray(theory.final_distance(z0[good, 0].astype(float), z0[good, 1].astype(float),
+                                                       fits.eta_h[good], fits.eta_y[good], dx2, dy2))
     return Result(
-        config=c, setting=setting, ts=ts, measured=measured, fitted=np.asarray(curves.zs),
-        eta_h=np.where(trained, fit.eta_h, np.nan), eta_y=np.where(trained, fit.eta_y, np.nan), eta_mean=np.asarray(loss_fit.eta_mean),
-        r2=np.asarray(fit.r2), fit_status=fit_status,
-        h_inf=np.asarray(theory.final_distance(z0[:, 0], z0[:, 1], fit.eta_h, fit.eta_y, dx2, dy2)),
-        loss=np.asarray(recorded.loss), loss_fitted=np.asarray(loss_fitted),
+        config=c, setting=setting, ts=ts, measured=measured, fitted=curves,
+        eta_h=fits.eta_h, eta_y=fits.eta_y, eta_mean=fits.eta_mean, r2=fits.r2, fit_status=fits.status,
+        h_inf=h_inf, loss=loss, loss_fitted=loss_fitted,
     )
+
+
+def metrics(result: Result) -> dict[str, float]:
+    ok = result.fit_status == fitting.FitStatus.OK
+    out = {f"r2_{q}": _common.median_or_nan(result.r2[ok, k]) for k, q in enumerate("hyw")}
+    out.update(eta_h=_common.median_or_nan(result.eta_h[ok]), eta_y=_common.median_or_nan(result.eta_y[ok]),
+               fits_ok=int(ok.sum()), seeds=int(ok.size))
+    return out
+
+
+def arrays(result: Result) -> dict[str, np.ndarray]:
+    return {"measured": result.measured, "fitted": result.fitted, "loss": result.loss,
+            "loss_fitted": result.loss_fitted, "eta_h": result.eta_h, "eta_y": result.eta_y,
+            "eta_mean": result.eta_mean, "r2": result.r2, "fit_status": result.fit_status,
+            "h_inf": result.h_inf}
+
+
+def describe(config: Config) -> str:
+    return (f"row {config.name} of the {config.table} table at width {config.width}, depth {config.depth}, "
+            f"{config.steps} steps, {config.seeds} seeds (a quick demonstration, not the paper's sizes).")
 
 
 def summary(result: Result) -> str:
@@ -117,8 +155,8 @@ def plot(result: Result):
     ax.set_xlabel("fitted η_h")
     ax.set_ylabel("fitted η_y")
     ax.set_title("fitted effective rates (R² h/y/w)")
-    return fig
+    return {"two-point-fit": fig}
 
 
 def _status_name(code) -> str:
-    return "TRAINING DIVERGED" if code < 0 else fitting.FitStatus(int(code)).name
+    return "TRAINING DIVERGED" if code == _common.TRAINING_DIVERGED else fitting.FitStatus(int(code)).name

@@ -1,0 +1,322 @@
+"""What every experiment shares: sizes, configs from the command line, statistics.
+
+An experiment module has ``Config`` (a frozen dataclass with ``for_size(size)``),
+``run(config, *, upstream=None, progress=False) -> result``, ``plot(result) ->
+{name: figure}``, ``metrics(result) -> {name: float}``, ``arrays(result) -> {name:
+array}`` (saved as ``result.npz``) and ``summary(result) -> str``. The driver in
+:mod:`rsd.experiments._driver` runs them, writes their files and the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+
+import numpy as np
+
+__all__ = [
+    "SIZES",
+    "apply_overrides",
+    "check_size",
+    "progress_bar",
+    "pearson_r",
+    "median_or_nan",
+    "paper_row",
+]
+
+SIZES = ("tiny", "quick", "paper")
+"""tiny: seconds, for tests and notebooks in CI; quick: minutes on a 2-core CPU (the
+default); paper: the reference protocol's sizes (meant for an accelerator)."""
+
+
+def check_size(size: str) -> str:
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {', '.join(SIZES)}; got {size!r}.")
+    return size
+
+
+def apply_overrides(config, overrides: dict[str, str] | list[str] | tuple[str, ...]):
+    """``config`` with fields replaced by ``key=value`` strings (``--set``), parsed by type.
+
+    Unknown keys and unparsable values raise ``ValueError`` naming the key; the
+    config's own checks then validate the values.
+    """
+    if isinstance(overrides, (list, tuple)):
+        pairs = {}
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"--set takes key=value; got {item!r}.")
+            key, value = item.split("=", 1)
+            pairs[key.strip()] = value.strip()
+        overrides = pairs
+    if not overrides:
+        return config
+    hints = typing.get_type_hints(type(config))
+    names = [f.name for f in dataclasses.fields(config)]
+    changes = {}
+    for key, text in overrides.items():
+        if key not in names:
+            raise ValueError(f"unknown setting {key!r} for this experiment; allowed: {', '.join(names)}.")
+        changes[key] = _parse(key, text, hints[key])
+    return dataclasses.replace(config, **changes)
+
+
+def _parse(key, text, hint):
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if optional and text.lower() in ("none", "null", ""):
+        return None
+    base = next((a for a in args if a is not type(None)), hint) if args and typing.get_origin(hint) is not tuple else hint
+    try:
+        if typing.get_origin(base) is tuple:
+            inner = typing.get_args(base)[0]
+            return tuple(_scalar(inner, part.strip()) for part in text.split(",") if part.strip())
+        return _scalar(base, text)
+    except (TypeError, ValueError):
+        raise ValueError(f"--set {key}={text!r}: expected {_type_name(base)}.") from None
+
+
+def _scalar(kind, text):
+    if kind is bool:
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(text)
+    if kind is int:
+        value = float(text)
+        if not value.is_integer():
+            raise ValueError(text)
+        return int(value)
+    if kind is float:
+        return float(text)
+    return str(text)
+
+
+def _type_name(kind) -> str:
+    if typing.get_origin(kind) is tuple:
+        return f"a comma-separated list of {_type_name(typing.get_args(kind)[0])}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(kind, str(kind))
+
+
+def check_positive_int(name, value, lo=1):
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}; got {value!r}.")
+
+
+def check_positive_number(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0; got {value!r}.")
+
+
+def check_rows(name, rows, allowed):
+    if not isinstance(rows, tuple) or not rows:
+        raise ValueError(f"{name} must be a non-empty list of table rows; got {rows!r}.")
+    for row in rows:
+        if row not in allowed:
+            raise ValueError(f"{name}: unknown row {row!r}; allowed: {', '.join(allowed)}.")
+
+
+def paper_row(table: str, row: str):
+    from ..training import PAPER_TABLES
+
+    return PAPER_TABLES[table][row]
+
+
+def progress_bar(iterable, *, desc: str, enabled: bool, total: int | None = None):
+    """A tqdm bar with ETA on stderr when ``enabled``; the iterable itself otherwise."""
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, unit="row", leave=False)
+
+
+def pearson_r(a, b) -> float:
+    """Pearson correlation of two 1-D samples (NaN for fewer than 3 points or no spread)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.size < 3:
+        return float("nan")
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.sqrt(np.sum(a * a) * np.sum(b * b))
+    return float(np.sum(a * b) / denom) if denom > 0 else float("nan")
+
+
+def median_or_nan(values) -> float:
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if values.size else float("nan")
+
+
+def scaled_layer(table_layer: int, table_depth: int, depth: int) -> int:
+    """The table's hidden layer moved to a network of another depth (same relative position)."""
+    if depth == table_depth:
+        return table_layer
+    return min(depth - 1, int(round(table_layer * depth / table_depth)))
+
+
+def subsample_times(n_steps: int, n_points: int) -> np.ndarray:
+    """Indices of about ``n_points`` steps for figures and saved theory curves (ends included)."""
+    if n_steps <= n_points:
+        return np.arange(n_steps)
+    return np.unique(np.round(np.linspace(0, n_steps - 1, n_points)).astype(int))
+
+
+# --------------------------------------------------------------------------- two-point runs
+
+TRAINING_DIVERGED = -1
+"""Fit status recorded for a seed whose training diverged (it is never fitted)."""
+
+
+def two_point_setting(row: str, *, width=None, depth=None, lr=None, steps=None, layers=None):
+    """Row ``row`` of the 2-points table as a :class:`~rsd.training.Setting`, resized.
+
+    ``Setting.from_paper`` gives the two-point protocol (table lr / 2, 2·n_epochs
+    steps); ``lr`` and ``steps`` replace those where an experiment's protocol differs.
+    ``width`` caps the width for quick runs (rows narrower than it keep theirs, so
+    "narrow" stays narrow); ``depth`` replaces the depth, and the recorded layer keeps
+    its relative position. A CNN keeps at least 16 features after its convolutions
+    (it needs width > 10·(depth + 1)).
+    """
+    from ..training import Setting
+
+    s = Setting.from_paper("2_points", row)
+    changes = {}
+    d = s.depth if depth is None else depth
+    if depth is not None and depth != s.depth:
+        changes["depth"] = depth
+        changes["layers"] = (scaled_layer(s.layers[0], s.depth, depth),)
+    if width is not None and width < s.width:
+        changes["width"] = max(width, 10 * (d + 1) + 16) if s.architecture == "cnn" else width
+    if lr is not None:
+        changes["lr"] = lr
+    if steps is not None:
+        changes["steps"] = steps
+    if layers is not None:
+        changes["layers"] = layers
+    return s.replace(**changes) if changes else s
+
+
+@dataclasses.dataclass(frozen=True)
+class PairRun:
+    """What the two-point experiments take from :func:`~rsd.training.train`: h [S, T]
+    (one layer) or [S, T, K], y, w, loss [S, T], e0 [S], the pair's dx2, dy2 and which
+    seeds trained without diverging."""
+
+    h: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    loss: np.ndarray
+    e0: np.ndarray
+    dx2: float
+    dy2: float
+    trained: np.ndarray
+
+    @property
+    def measured(self) -> np.ndarray:
+        """(h, y, w) stacked on the last axis, [S, T, 3] (one recorded layer)."""
+        return np.stack([self.h, self.y, self.w], -1)
+
+
+def train_pair(setting, seeds: int, *, all_layers: bool = False) -> PairRun:
+    """Train ``seeds`` seeds of ``setting`` on its two points (seeds 0 … seeds − 1)."""
+    from .. import data, training
+
+    x, y = data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim, out_dim=setting.out_dim)
+    rec = training.train(setting, x, y, seeds=range(seeds))
+    h = np.asarray(rec.h) if all_layers else np.asarray(rec.h[..., 0])
+    return PairRun(h=h, y=np.asarray(rec.y), w=np.asarray(rec.w), loss=np.asarray(rec.loss),
+                   e0=np.asarray(rec.e0), dx2=float(rec.dx2), dy2=float(rec.dy2),
+                   trained=np.asarray(rec.status) == training.Status.OK)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedFits:
+    """Per-seed fits of one recorded layer; seeds whose training diverged are not fitted
+    (status ``TRAINING_DIVERGED``, NaN rates)."""
+
+    eta_h: np.ndarray
+    eta_y: np.ndarray
+    loss: np.ndarray
+    r2: np.ndarray  # [S, 3]
+    status: np.ndarray  # FitStatus, or TRAINING_DIVERGED
+    eta_mean: np.ndarray
+    eta_mean_status: np.ndarray
+
+    @property
+    def ok(self):
+        from ..fitting import FitStatus
+
+        return self.status == FitStatus.OK
+
+
+def fit_seeds(h, y, w, loss, e0, dx2, dy2, trained, *, vector_field=None) -> SeedFits:
+    """Fit (η_h, η_y) to each trained seed's h, y, w [S, T] and η_ȳ to its loss [S, T].
+
+    Diverged seeds (``trained`` False) or seeds whose records are not finite are
+    masked out *before* fitting, so they can never disturb the others' fits.
+    """
+    from .. import fitting
+
+    h, y, w, loss = (np.asarray(a) for a in (h, y, w, loss))
+    s = h.shape[0]
+    dx2 = np.broadcast_to(np.asarray(dx2, h.dtype), (s,))
+    dy2 = np.broadcast_to(np.asarray(dy2, h.dtype), (s,))
+    e0 = np.broadcast_to(np.asarray(e0, h.dtype), (s,))
+    good = np.asarray(trained, bool) & np.all(np.isfinite(h) & np.isfinite(y) & np.isfinite(w)
+                                               & np.isfinite(loss), axis=-1) & (h[:, 0] > 0)
+    out = SeedFits(
+        eta_h=np.full(s, np.nan), eta_y=np.full(s, np.nan), loss=np.full(s, np.inf),
+        r2=np.full((s, 3), np.nan), status=np.full(s, TRAINING_DIVERGED, np.int32),
+        eta_mean=np.full(s, np.nan), eta_mean_status=np.full(s, TRAINING_DIVERGED, np.int32),
+    )
+    idx = np.flatnonzero(good)
+    if idx.size == 0:
+        return out
+    kwargs = {} if vector_field is None else {"vector_field": vector_field}
+    fit = fitting.fit_rates(h[idx], y[idx], w[idx], dx2[idx], dy2[idx], **kwargs)
+    out.eta_h[idx], out.eta_y[idx] = np.asarray(fit.eta_h), np.asarray(fit.eta_y)
+    out.loss[idx], out.r2[idx], out.status[idx] = np.asarray(fit.loss), np.asarray(fit.r2), \
+        np.asarray(fit.status)
+    zs = np.stack([h[idx], y[idx], w[idx]], -1)
+    rate = fitting.fit_loss_rate(loss[idx], zs, dy2[idx], e0[idx])
+    out.eta_mean[idx], out.eta_mean_status[idx] = np.asarray(rate.eta_mean), np.asarray(rate.status)
+    return out
+
+
+def theory_curves(z0, ts, eta_h, eta_y, dx2, dy2, *, vector_field=None):
+    """The theory solved from each seed's z0 [S, 3] at its fitted rates, at ``ts``
+    ([S, len(ts), 3]); NaN for seeds without finite rates (never solved)."""
+    from .. import theory
+
+    z0 = np.asarray(z0, float)
+    s = z0.shape[0]
+    eta_h, eta_y = np.asarray(eta_h, float), np.asarray(eta_y, float)
+    dx2 = np.broadcast_to(np.asarray(dx2, float), (s,))
+    dy2 = np.broadcast_to(np.asarray(dy2, float), (s,))
+    out = np.full((s, len(ts), 3), np.nan)
+    idx = np.flatnonzero(np.isfinite(eta_h) & np.isfinite(eta_y) & (eta_h > 0) & (eta_y > 0)
+                         & np.all(np.isfinite(z0), -1) & (z0[:, 0] > 0))
+    if idx.size:
+        kwargs = {} if vector_field is None else {"vector_field": vector_field}
+        sol = theory.solve(z0[idx].astype(np.float32), np.asarray(ts, np.float32), eta_h[idx].astype(np.float32),
+                           eta_y[idx].astype(np.float32), dx2[idx].astype(np.float32),
+                           dy2[idx].astype(np.float32), **kwargs)
+        out[idx] = np.asarray(sol.zs)
+    return out
+
+
+def rate_summary(values, ok, *, seed: int = 0) -> dict[str, float]:
+    """Mean and bootstrap 95% interval of the mean of ``values`` over the ``ok`` seeds."""
+    from ..fitting import summarize_rates
+
+    values = np.asarray(values, float)
+    ok = np.asarray(ok, bool) & np.isfinite(values)
+    if not ok.any():
+        return {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+    import jax
+
+    s = summarize_rates(np.where(ok, values, 0.0).astype(np.float32), ok, key=jax.random.key(seed))
+    return {"mean": float(s.mean), "ci_low": float(s.ci_low), "ci_high": float(s.ci_high)}

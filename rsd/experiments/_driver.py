@@ -1,0 +1,292 @@
+"""Running experiments into an output folder: files, reuse, dependencies, the report.
+
+``run_experiment`` writes ``OUT/NAME/`` (figures as PNG, ``result.npz``,
+``metrics.json``, ``config.json``, ``summary.txt``); ``reproduce`` runs several and
+writes ``OUT/report.md`` and ``OUT/metrics.json``. Every folder and file appears
+whole or not at all: work happens in a hidden ``.NAME.partial-PID`` folder that is
+renamed into place when complete and removed if the run is interrupted. A finished
+experiment whose ``config.json`` matches is reused unless ``force``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._common import SIZES, apply_overrides, check_size
+
+__all__ = ["Outcome", "prepare_output", "make_config", "run_experiment", "reproduce"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What :func:`run_experiment` did: the folder, the metrics, and whether it was reused."""
+
+    name: str
+    folder: Path
+    size: str
+    config: object
+    metrics: dict
+    figures: tuple[str, ...]
+    reused: bool
+    seconds: float
+    summary: str = ""
+
+
+def prepare_output(out) -> Path:
+    """Create ``out`` (a folder) if needed and check it is writable; ValueError if not."""
+    out = Path(out)
+    for parent in [out, *out.parents]:
+        if parent.exists() and not parent.is_dir():
+            where = "is" if parent == out else f"is below {str(parent)!r}, which is"
+            raise ValueError(f"--out {str(out)!r} {where} a file, not a folder.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".rsd-write-check-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"--out {str(out)!r} is not a writable folder ({error.strerror or error}).") from None
+    return out
+
+
+def make_config(name: str, *, size: str = "quick", overrides=(), seeds: int | None = None):
+    """The experiment's configuration at ``size`` with ``--set``/``--seeds`` overrides applied."""
+    module = _module(name)
+    check_size(size)
+    config = module.Config.for_size(size)
+    if seeds is not None:
+        if not any(f.name == "seeds" for f in dataclasses.fields(config)):
+            raise ValueError(f"--seeds: experiment {name!r} has no seeds setting.")
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise ValueError(f"--seeds must be an integer >= 1; got {seeds!r}.")
+        config = dataclasses.replace(config, seeds=seeds)
+    return apply_overrides(config, overrides)
+
+
+def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int | None = None,
+                   out="rsd-out", force: bool = False, progress: bool = True, config=None,
+                   log=None) -> Outcome:
+    """Run experiment ``name`` into ``out/name/`` (or reuse a finished run of the same config)."""
+    log = log if log is not None else (lambda text: print(text, file=sys.stderr, flush=True))
+    module = _module(name)
+    config = config if config is not None else make_config(name, size=size, overrides=overrides, seeds=seeds)
+    out = prepare_output(out)
+    folder = out / name
+    record = _config_record(name, size, config)
+    if not force:
+        previous = _load_finished(folder, record)
+        if previous is not None:
+            log(f"{name}: reusing the finished run in {folder} (--force recomputes)")
+            try:
+                text = (folder / "summary.txt").read_text().rstrip()
+            except OSError:
+                text = ""
+            return Outcome(name, folder, size, config, previous["metrics"], tuple(previous["figures"]),
+                           True, 0.0, text)
+    upstream = {}
+    for need, need_config in getattr(module, "needs", lambda cfg: {})(config).items():
+        previous = _load_finished(out / need, _config_record(need, size, need_config), any_size=True)
+        if previous is not None:
+            log(f"{name}: using the {need} result in {out / need}")
+            upstream[need] = previous["metrics"]
+    log(f"{name}: running ({size})")
+    start = time.perf_counter()
+    result = module.run(config, upstream=upstream, progress=progress)
+    seconds = time.perf_counter() - start
+    metrics = {k: _number(v) for k, v in module.metrics(result).items()}
+    partial = out / f".{name}.partial-{os.getpid()}"
+    try:
+        if partial.exists():
+            shutil.rmtree(partial)
+        partial.mkdir()
+        figures = module.plot(result)
+        import matplotlib.pyplot as plt
+
+        for fig_name, fig in figures.items():
+            fig.savefig(partial / f"{fig_name}.png", dpi=110)
+            plt.close(fig)
+        np.savez_compressed(partial / "result.npz", **{k.replace("/", "__"): np.asarray(v)
+                                                      for k, v in module.arrays(result).items()})
+        summary = module.summary(result)
+        (partial / "summary.txt").write_text(summary + "\n")
+        _write_json(partial / "metrics.json", metrics)
+        _write_json(partial / "config.json", {**record, "figures": list(figures), "seconds": seconds})
+        _replace_folder(partial, folder)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+    return Outcome(name, folder, size, config, metrics, tuple(figures), False, seconds, summary)
+
+
+def reproduce(names=None, *, size: str = "quick", out="rsd-out", force: bool = False,
+              progress: bool = True, overrides=(), log=None) -> tuple[Path, dict]:
+    """Run the experiments ``names`` (default: every reproduction) and write the report.
+
+    Returns (path of ``report.md``, {experiment: metrics}).
+    """
+    from . import REGISTRY, REPRODUCE
+
+    check_size(size)
+    names = list(REPRODUCE) if not names else list(names)
+    for name in names:
+        _module(name)
+    # Dependencies first (final-distance reuses two-points' rates from the folder).
+    names.sort(key=lambda n: list(REGISTRY).index(n))
+    out = prepare_output(out)
+    configs = {name: make_config(name, size=size, overrides=overrides) for name in names}
+    outcomes = [run_experiment(name, size=size, out=out, force=force, progress=progress,
+                               config=configs[name], log=log) for name in names]
+    all_metrics = {o.name: o.metrics for o in outcomes}
+    _write_json(out / "metrics.json", all_metrics, atomic=True)
+    report = out / "report.md"
+    _write_text(report, _report(outcomes, size))
+    return report, all_metrics
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _module(name):
+    from . import REGISTRY
+
+    if name not in REGISTRY:
+        raise ValueError(f"unknown experiment {name!r}; choose from {', '.join(REGISTRY)}.")
+    return REGISTRY[name]
+
+
+def _config_record(name, size, config) -> dict:
+    return {"experiment": name, "size": size, "config": json.loads(json.dumps(dataclasses.asdict(config)))}
+
+
+def _load_finished(folder: Path, record: dict, any_size: bool = False):
+    try:
+        stored = json.loads((folder / "config.json").read_text())
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = stored.get("config") == record["config"] and stored.get("experiment") == record["experiment"]
+    if not same or (not any_size and stored.get("size") != record["size"]):
+        return None
+    return {"metrics": metrics, "figures": stored.get("figures", [])}
+
+
+def _replace_folder(new: Path, target: Path):
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(old)
+        new.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(target)
+
+
+def _number(value):
+    value = float(value) if not isinstance(value, (int, np.integer)) else int(value)
+    return value
+
+
+def _write_json(path: Path, data, atomic: bool = False):
+    text = json.dumps(data, indent=1, sort_keys=False, allow_nan=True)
+    if atomic:
+        _write_text(path, text)
+    else:
+        path.write_text(text)
+
+
+def _write_text(path: Path, text: str):
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _report(outcomes, size) -> str:
+    from . import REGISTRY
+
+    lines = ["# rsd reproduction report", "",
+             f"Size: **{size}** ({_SIZE_TEXT[size]}). Each section: what was run, the figures, and "
+             "every metric with the reference's value where the reference publishes one "
+             "(otherwise the comparison is qualitative: the paper's figure).", ""]
+    for o in outcomes:
+        module = REGISTRY[o.name]
+        doc = module.__doc__.strip().split("\n\n")
+        lines += [f"## {o.name}", "", doc[0].replace("\n", " "), ""]
+        if len(doc) > 1:
+            lines += [" ".join(doc[1].split()), ""]
+        lines += [f"Run: {module.describe(o.config)}", ""]
+        lines += [f"{'Reused from an earlier run.' if o.reused else f'Took {o.seconds:.0f} s.'} "
+                  f"Files: `{o.name}/`.", ""]
+        for fig in o.figures:
+            lines += [f"![{o.name} {fig}]({o.name}/{fig}.png)", ""]
+        reference = getattr(module, "reference_metrics", lambda config: {})(o.config)
+        lines += _metric_tables(o.metrics, reference)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _metric_tables(metrics: dict, reference: dict) -> list[str]:
+    """Markdown tables of the metrics: keys "group/name" pivot into one table (a line per
+    group when the groups are table rows, a line per name otherwise); the rest are listed."""
+    plain = {k: v for k, v in metrics.items() if "/" not in k}
+    grouped: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        if "/" in key:
+            group, name = key.split("/", 1)
+            grouped.setdefault(group, {})[name] = value
+    lines = []
+    if plain:
+        lines += ["| metric | rsd | reference |", "|---|---|---|"]
+        for key, value in plain.items():
+            ref = reference.get(key)
+            lines.append(f"| `{key}` | {_fmt(value)} | {_fmt(ref) if ref is not None else 'qualitative'} |")
+        lines.append("")
+    if grouped:
+        groups = list(grouped)
+        names = list(dict.fromkeys(n for g in groups for n in grouped[g]))
+        from ..training import paper_names
+
+        by_row = all(g in paper_names("2_points") for g in groups)
+        lines_key, cols_key = (groups, names) if by_row else (names, groups)
+        get = (lambda r, c: grouped[r].get(c)) if by_row else (lambda r, c: grouped[c].get(r))
+        ref_cols = [c for c in cols_key if any(f"{c}/{r}" in reference for r in lines_key)]
+        header = ["row" if by_row else "", *cols_key, *(f"{c} (reference)" for c in ref_cols)]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in lines_key:
+            cells = [_fmt(get(r, c)) if get(r, c) is not None else "" for c in cols_key]
+            refs = [_fmt(reference[f"{c}/{r}"]) if f"{c}/{r}" in reference else "" for c in ref_cols]
+            lines.append("| " + " | ".join([f"`{r}`", *cells, *refs]) + " |")
+        if not reference:
+            lines += ["", "The reference publishes no numbers for these: the comparison is with the "
+                      "paper's figure (qualitative)."]
+        lines.append("")
+    return lines
+
+
+_SIZE_TEXT = {
+    "tiny": "seconds-long smoke sizes for tests and notebooks; the numbers mean little",
+    "quick": "reduced widths and seed counts for a 2-core CPU; the protocols are the reference's",
+    "paper": "the reference protocol's sizes",
+}
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if value is None or not np.isfinite(value):
+        return str(value)
+    return f"{value:.4g}"
+
+
+assert set(_SIZE_TEXT) == set(SIZES)

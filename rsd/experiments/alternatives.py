@@ -1,0 +1,156 @@
+"""Is it the theory's equations that fit, or would any similar ODE? Four perturbed fields.
+
+The default row's two-point trajectories (the two-point protocol: lr / 2, 2·n_epochs
+steps) fitted with the true field and with each of four perturbed ones (DESIGN.md §6):
+(1) dy/dt doubled, (2) dh/dt doubled, (3) the sign of the η_h term of dw/dt flipped,
+(4) the η_h term dropped from dy/dt. A perturbed field that fits worse at its best
+rates than the true field supports the theory's specific form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import theory, training
+from . import _common as c
+
+__all__ = ["Config", "Result", "FIELDS", "run", "plot", "metrics", "arrays", "summary"]
+
+FIELDS = (("true", theory.vector_field),
+          ("alt1", theory.vector_field_dy_doubled),
+          ("alt2", theory.vector_field_dh_doubled),
+          ("alt3", theory.vector_field_dw_eta_h_flipped),
+          ("alt4", theory.vector_field_dy_eta_h_dropped))
+"""(name, field): the paper's field, then alternatives (1)–(4) in the paper's order."""
+
+LABELS = {"true": "true field", "alt1": "(1) dy/dt doubled", "alt2": "(2) dh/dt doubled",
+          "alt3": "(3) η_h term of dw/dt flipped", "alt4": "(4) η_h term of dy/dt dropped"}
+
+
+@dataclass(frozen=True)
+class Config:
+    row: str = "default"
+    seeds: int = 4
+    width: int | None = 128
+    depth: int | None = None
+    steps: int | None = None
+    max_final_loss: float = 1e-2
+
+    def __post_init__(self):
+        c.check_rows("row", (self.row,), training.paper_names("2_points"))
+        c.check_positive_int("seeds", self.seeds)
+        for name in ("width", "depth"):
+            if getattr(self, name) is not None:
+                c.check_positive_int(name, getattr(self, name))
+        if self.steps is not None:
+            c.check_positive_int("steps", self.steps, 3)
+        c.check_positive_number("max_final_loss", self.max_final_loss)
+
+    @classmethod
+    def for_size(cls, size: str) -> "Config":
+        c.check_size(size)
+        if size == "paper":
+            return cls(seeds=50, width=None)
+        if size == "tiny":
+            return cls(seeds=2, width=16, depth=4, steps=2000)
+        return cls()
+
+    def setting(self) -> training.Setting:
+        return c.two_point_setting(self.row, width=self.width, depth=self.depth, steps=self.steps)
+
+
+@dataclass(frozen=True)
+class Result:
+    config: Config
+    setting: training.Setting
+    measured: np.ndarray  # [S, T, 3]
+    kept: np.ndarray  # [S] trained, final loss small, every field's fit finite
+    fits: dict  # name -> c.SeedFits
+    t_plot: np.ndarray
+    curves: dict  # name -> [S, P, 3] theory at that field's fitted rates
+
+
+def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> Result:
+    del upstream
+    setting = config.setting()
+    p = c.train_pair(setting, config.seeds)
+    h, yy, w, loss, e0, dx2, dy2, trained = p.h, p.y, p.w, p.loss, p.e0, p.dx2, p.dy2, p.trained
+    measured = p.measured
+    t_plot = c.subsample_times(setting.steps, 300)
+    fits, curves = {}, {}
+    for name, field in c.progress_bar(FIELDS, desc="alternatives fields", enabled=progress):
+        fits[name] = c.fit_seeds(h, yy, w, loss, e0, dx2, dy2, trained, vector_field=field)
+        curves[name] = c.theory_curves(measured[:, 0], t_plot, fits[name].eta_h, fits[name].eta_y, dx2,
+                                       dy2, vector_field=field)
+    # Compare fields on the same seeds: those every field could fit at some rates.
+    finite = np.all([np.isfinite(f.loss) for f in fits.values()], axis=0)
+    kept = trained & (loss[:, -1] <= config.max_final_loss) & finite
+    return Result(config=config, setting=setting, measured=measured, kept=kept, fits=fits,
+                  t_plot=t_plot, curves=curves)
+
+
+def metrics(result: Result) -> dict[str, float]:
+    k = result.kept
+    out = {"kept": int(k.sum()), "seeds": int(k.size)}
+    true = result.fits["true"].loss[k]
+    for name, _ in FIELDS[1:]:
+        alt = result.fits[name].loss[k]
+        # Total best-fit loss over the kept seeds, perturbed over true; and per seed.
+        out[f"{name}_over_true"] = float(np.sum(alt) / np.sum(true)) if k.any() else float("nan")
+        out[f"{name}_over_true_median_seed"] = c.median_or_nan(alt / true)
+    out["true_loss"] = float(np.sum(true)) if k.any() else float("nan")
+    for name, _ in FIELDS:
+        out[f"{name}_r2_h"] = c.median_or_nan(result.fits[name].r2[k, 0])
+    return out
+
+
+def arrays(result: Result) -> dict[str, np.ndarray]:
+    out = {"measured": result.measured.astype(np.float32), "kept": result.kept, "t_plot": result.t_plot}
+    for name, f in result.fits.items():
+        out.update({f"{name}/eta_h": f.eta_h, f"{name}/eta_y": f.eta_y, f"{name}/fit_loss": f.loss,
+                    f"{name}/r2": f.r2, f"{name}/status": f.status,
+                    f"{name}/theory": result.curves[name].astype(np.float32)})
+    return out
+
+
+def summary(result: Result) -> str:
+    m = metrics(result)
+    lines = [f"kept {m['kept']}/{m['seeds']} seeds; best-fit loss of each field over the true field's:"]
+    for name, _ in FIELDS[1:]:
+        lines.append(f"  {LABELS[name]:32s} {m[f'{name}_over_true']:10.3g}  "
+                     f"(median per seed {m[f'{name}_over_true_median_seed']:.3g})")
+    return "\n".join(lines)
+
+
+def describe(config: Config) -> str:
+    s = config.setting()
+    return (f"row {config.row}, {config.seeds} seeds, width {s.width}, depth {s.depth}, SGD at lr "
+            f"{s.lr:g} for {s.steps} steps; each field fitted to every seed (same fitting procedure); "
+            "ratios are total best-fit loss over kept seeds, perturbed / true.")
+
+
+def plot(result: Result) -> dict:
+    import matplotlib.pyplot as plt
+
+    seed = int(np.flatnonzero(result.kept)[0]) if result.kept.any() else 0
+    fig, axes = plt.subplots(3, len(FIELDS), figsize=(3.3 * len(FIELDS), 7), sharex=True,
+                             constrained_layout=True)
+    t = np.arange(result.measured.shape[1])
+    m = metrics(result)
+    for j, (name, _) in enumerate(FIELDS):
+        for k, q in enumerate("hyw"):
+            ax = axes[k, j]
+            ax.plot(t, result.measured[seed, :, k], color="k", lw=2, alpha=0.35, label="network")
+            ax.plot(result.t_plot, result.curves[name][seed, :, k], color="C3", lw=1, ls="--",
+                    label="fitted field")
+            if j == 0:
+                ax.set_ylabel(q)
+            ax.tick_params(labelsize=6)
+        ratio = "" if name == "true" else f"  loss ×{m[f'{name}_over_true']:.3g}"
+        axes[0, j].set_title(f"{LABELS[name]}{ratio}", fontsize=8)
+        axes[-1, j].set_xlabel("training step")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"seed {seed}: the network against each field at its best-fit rates", fontsize=9)
+    return {"alternatives": fig}

@@ -1,0 +1,248 @@
+"""The closed-form end state h∞ against trained networks over a grid of input/output distances.
+
+Per row of the 2-points table (DESIGN.md §6): a 5 × 5 grid dx ∈ linspace(0.5, 1.5, 5),
+dy ∈ linspace(0, 1, 5) (dx2 = dx², dy2 = dy²), one network per grid point, SGD at the
+table's lr / 5 for at most 40,000 steps, each network stopping at the first step its
+loss is below 1e-4 (all 25 in one batched program); points whose final loss is above
+1e-3 are dropped. Prediction: h∞ from each network's own h0 and y0 at the row's mean
+fitted rates from ``two-points``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import data, theory, training
+from . import _common as c
+from . import two_points
+
+__all__ = ["Config", "Result", "RowResult", "run", "plot", "metrics", "arrays", "summary"]
+
+ROWS = two_points.ROWS
+
+
+@dataclass(frozen=True)
+class Config:
+    """``width``: a cap on the rows' widths (None = the table's); ``depth`` None = the
+    table's. ``rates_seeds``/``rates_steps``: the
+    ``two-points`` run whose mean rates are used (reused from the output folder when
+    one with this configuration is there, else run here)."""
+
+    rows: tuple[str, ...] = ROWS
+    width: int | None = None
+    depth: int | None = None
+    grid: int = 5
+    max_steps: int = 40000
+    stop_loss: float = 1e-4
+    max_final_loss: float = 1e-3
+    lr_divisor: float = 5.0
+    rates_seeds: int = 50
+    rates_steps: int | None = None
+
+    def __post_init__(self):
+        c.check_rows("rows", self.rows, ROWS)
+        for name in ("width", "depth"):
+            if getattr(self, name) is not None:
+                c.check_positive_int(name, getattr(self, name))
+        c.check_positive_int("grid", self.grid, 2)
+        c.check_positive_int("max_steps", self.max_steps, 2)
+        c.check_positive_int("rates_seeds", self.rates_seeds)
+        if self.rates_steps is not None:
+            c.check_positive_int("rates_steps", self.rates_steps, 3)
+        for name in ("stop_loss", "max_final_loss", "lr_divisor"):
+            c.check_positive_number(name, getattr(self, name))
+
+    @classmethod
+    def for_size(cls, size: str) -> "Config":
+        c.check_size(size)
+        if size == "paper":
+            return cls()
+        if size == "tiny":
+            t = two_points.Config.for_size("tiny")
+            return cls(rows=t.rows, width=t.width, depth=t.depth, grid=3, max_steps=6000,
+                       rates_seeds=t.seeds, rates_steps=t.steps)
+        # 475 networks of up to 40,000 steps do not fit in minutes on a CPU: narrower
+        # networks, a step cap (points still above 1e-3 then are dropped, and counted),
+        # and rates fitted at that width (two-points at its quick width is not reused).
+        return cls(width=32, max_steps=12000, rates_seeds=4)
+
+    def rates_config(self) -> two_points.Config:
+        """The ``two-points`` configuration whose mean rates this experiment uses."""
+        return two_points.Config(rows=self.rows, seeds=self.rates_seeds, width=self.width,
+                                 depth=self.depth, steps=self.rates_steps)
+
+    def setting(self, row: str) -> training.Setting:
+        table_lr = c.paper_row("2_points", row).lr
+        return c.two_point_setting(row, width=self.width, depth=self.depth,
+                                   lr=table_lr / self.lr_divisor, steps=self.max_steps)
+
+    def grid_points(self):
+        """(dx2, dy2) of every grid point, [grid², 2], dx the slow axis."""
+        dx = np.linspace(0.5, 1.5, self.grid)
+        dy = np.linspace(0.0, 1.0, self.grid)
+        gx, gy = np.meshgrid(dx, dy, indexing="ij")
+        return np.stack([gx.ravel() ** 2, gy.ravel() ** 2], -1)
+
+
+@dataclass(frozen=True)
+class RowResult:
+    row: str
+    setting: training.Setting
+    eta_h: float
+    eta_y: float
+    dx2: np.ndarray  # [G]
+    dy2: np.ndarray
+    h0: np.ndarray
+    y0: np.ndarray
+    h_end: np.ndarray  # measured h at the stop (or last) step
+    final_loss: np.ndarray
+    stop_step: np.ndarray  # first step with loss < stop_loss (max_steps if never)
+    trained: np.ndarray
+    kept: np.ndarray
+    predicted: np.ndarray  # h∞ from each network's own h0, y0
+
+
+@dataclass(frozen=True)
+class Result:
+    config: Config
+    rows: tuple[RowResult, ...]
+    rates_source: str
+
+
+def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> Result:
+    rates, source = _rates(config, upstream, progress)
+    rows = []
+    for row in c.progress_bar(config.rows, desc="final-distance rows", enabled=progress):
+        rows.append(run_row(config, row, *rates[row]))
+    return Result(config=config, rows=tuple(rows), rates_source=source)
+
+
+def _rates(config, upstream, progress):
+    if upstream and "two-points" in upstream:
+        m = upstream["two-points"]
+        if all(f"{row}/eta_h" in m for row in config.rows):
+            return ({row: (m[f"{row}/eta_h"], m[f"{row}/eta_y"]) for row in config.rows},
+                    "two-points result in the output folder")
+    result = two_points.run(config.rates_config(), progress=progress)
+    return two_points.rates(result), "two-points fitted here"
+
+
+def run_row(config: Config, row: str, eta_h: float, eta_y: float) -> RowResult:
+    setting = config.setting(row)
+    points = config.grid_points()
+    pairs = [data.two_points(float(dx2), float(dy2), in_dim=setting.in_dim, out_dim=setting.out_dim)
+             for dx2, dy2 in points]
+    xs = np.stack([np.asarray(p[0]) for p in pairs])
+    ys = np.stack([np.asarray(p[1]) for p in pairs])
+    # One network per grid point (seed = its index), all in one batched program.
+    rec = training.train(setting, xs, ys, seeds=range(len(points)), stop_loss=config.stop_loss)
+    h = np.asarray(rec.h[..., 0])
+    h0, y0, h_end = h[:, 0], np.asarray(rec.y)[:, 0], h[:, -1]
+    final_loss = np.asarray(rec.loss)[:, -1]
+    trained = np.asarray(rec.status) == training.Status.OK
+    dx2, dy2 = np.asarray(rec.dx2, float), np.asarray(rec.dy2, float)
+    kept = trained & (final_loss <= config.max_final_loss) & np.isfinite(h_end)
+    predicted = np.full(len(points), np.nan)
+    valid = np.isfinite(h0) & (h0 > 0) & np.isfinite(y0)
+    if np.isfinite(eta_h) and np.isfinite(eta_y) and eta_h > 0 and eta_y > 0 and valid.any():
+        predicted[valid] = np.asarray(theory.final_distance(h0[valid].astype(float), y0[valid].astype(float),
+                                                            eta_h, eta_y, dx2[valid], dy2[valid]))
+    return RowResult(row=row, setting=setting, eta_h=float(eta_h), eta_y=float(eta_y), dx2=dx2,
+                     dy2=dy2, h0=h0, y0=y0, h_end=h_end, final_loss=final_loss,
+                     stop_step=np.asarray(rec.stop_step), trained=trained, kept=kept,
+                     predicted=predicted)
+
+
+def row_metrics(r: RowResult) -> dict[str, float]:
+    k = r.kept & np.isfinite(r.predicted)
+    rel = np.abs(r.predicted[k] - r.h_end[k]) / np.abs(r.h_end[k])
+    return {"pearson_r": c.pearson_r(r.predicted[k], r.h_end[k]),
+            "median_rel_error": c.median_or_nan(rel),
+            "kept": int(k.sum()),
+            "points": int(k.size),
+            "longest_run": int(np.max(r.stop_step))}
+
+
+def metrics(result: Result) -> dict[str, float]:
+    return {f"{r.row}/{key}": value for r in result.rows for key, value in row_metrics(r).items()}
+
+
+def arrays(result: Result) -> dict[str, np.ndarray]:
+    out = {}
+    for r in result.rows:
+        for name in ("dx2", "dy2", "h0", "y0", "h_end", "final_loss", "stop_step", "trained", "kept",
+                     "predicted"):
+            out[f"{r.row}/{name}"] = np.asarray(getattr(r, name))
+        out[f"{r.row}/rates"] = np.array([r.eta_h, r.eta_y])
+    return out
+
+
+def summary(result: Result) -> str:
+    lines = [f"rates: {result.rates_source}",
+             f"{'row':>10} {'kept':>7} {'pearson r':>10} {'med rel err':>12} {'longest run':>12}"]
+    for r in result.rows:
+        m = row_metrics(r)
+        lines.append(f"{r.row:>10} {m['kept']:>3}/{m['points']:<3} {m['pearson_r']:>10.4f} "
+                     f"{m['median_rel_error']:>12.4f} {m['longest_run']:>12d}")
+    return "\n".join(lines)
+
+
+def describe(config: Config) -> str:
+    width = "the table's widths" if config.width is None else f"widths capped at {config.width}"
+    depth = "" if config.depth is None else f", depth {config.depth}"
+    return (f"{len(config.rows)} rows × a {config.grid}×{config.grid} (dx, dy) grid, {width}{depth}, "
+            f"SGD at table lr / {config.lr_divisor:g}, at most {config.max_steps} steps, each network "
+            f"stopping when its loss < {config.stop_loss:g}; points with final loss > "
+            f"{config.max_final_loss:g} dropped; rates from two-points at {config.rates_seeds} seeds.")
+
+
+def plot(result: Result) -> dict:
+    import matplotlib.pyplot as plt
+
+    figs = {}
+    fig, ax = plt.subplots(figsize=(6.5, 5.5), constrained_layout=True)
+    lo, hi = np.inf, -np.inf
+    for j, r in enumerate(result.rows):
+        k = r.kept & np.isfinite(r.predicted) & (r.h_end > 0) & (r.predicted > 0)
+        if not k.any():
+            continue
+        ax.scatter(r.h_end[k], r.predicted[k], s=12, color=plt.cm.tab20(j % 20), label=r.row)
+        lo = min(lo, r.h_end[k].min(), r.predicted[k].min())
+        hi = max(hi, r.h_end[k].max(), r.predicted[k].max())
+    if np.isfinite(lo):
+        ax.plot([lo, hi], [lo, hi], "k:", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("measured h at the end of training")
+    ax.set_ylabel("theory h∞ (own h0, y0; row's mean rates)")
+    ax.set_title("final representational distance, all rows")
+    ax.legend(fontsize=6, ncol=2)
+    figs["scatter"] = fig
+
+    n = len(result.rows)
+    cols = min(5, n)
+    nrows = -(-n // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3 * cols, 2.8 * nrows), squeeze=False,
+                             constrained_layout=True)
+    for ax, r in zip(axes.flat, result.rows):
+        k = r.kept & np.isfinite(r.predicted)
+        sc = ax.scatter(r.h_end[k], r.predicted[k], c=r.dy2[k], s=14, cmap="viridis")
+        if k.any():
+            lo, hi = min(r.h_end[k].min(), r.predicted[k].min()), max(r.h_end[k].max(), r.predicted[k].max())
+            ax.plot([lo, hi], [lo, hi], "k:", lw=1)
+        m = row_metrics(r)
+        ax.set_title(f"{r.row}  r={m['pearson_r']:.3f}  kept {m['kept']}/{m['points']}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.colorbar(sc, ax=axes, shrink=0.6, label="dy2")
+    fig.suptitle("measured (x) against predicted (y) end state per row, colour = dy2", fontsize=9)
+    figs["rows"] = fig
+    return figs
+
+
+def needs(config: Config) -> dict:
+    """Results this experiment reuses from the output folder when they are there."""
+    return {"two-points": config.rates_config()}

@@ -170,20 +170,24 @@ TRAINING_DIVERGED = -1
 """Fit status recorded for a seed whose training diverged (it is never fitted)."""
 
 
-def two_point_setting(row: str, *, width=None, depth=None, lr=None, steps=None, layers=None):
+def two_point_setting(row: str, *, width=None, depth=None, lr=None, steps=None, layers=None,
+                      cnn_depth=None):
     """Row ``row`` of the 2-points table as a :class:`~rsd.training.Setting`, resized.
 
     ``Setting.from_paper`` gives the two-point protocol (table lr / 2, 2·n_epochs
     steps); ``lr`` and ``steps`` replace those where an experiment's protocol differs.
     ``width`` caps the width for quick runs (rows narrower than it keep theirs, so
     "narrow" stays narrow); ``depth`` replaces the depth, and the recorded layer keeps
-    its relative position. A CNN keeps at least 16 features after its convolutions
-    (it needs width > 10·(depth + 1)).
+    its relative position; ``cnn_depth`` does the same for the CNN row alone (its
+    convolutions dominate the cost on a CPU). A CNN keeps at least 16 features after
+    its convolutions (it needs width > 10·(depth + 1)).
     """
     from ..training import Setting
 
     s = Setting.from_paper("2_points", row)
     changes = {}
+    if s.architecture == "cnn" and cnn_depth is not None:
+        depth = cnn_depth
     d = s.depth if depth is None else depth
     if depth is not None and depth != s.depth:
         changes["depth"] = depth
@@ -275,14 +279,19 @@ def fit_seeds(h, y, w, loss, e0, dx2, dy2, trained, *, vector_field=None) -> See
     idx = np.flatnonzero(good)
     if idx.size == 0:
         return out
+    # Every seed goes into the fit, so the compiled program depends on the seed count
+    # only; a masked seed's place holds a copy of a good seed's data, and its results
+    # are discarded (fits do not depend on their batch neighbours).
+    fill = np.where(good, np.arange(s), idx[0])
     kwargs = {} if vector_field is None else {"vector_field": vector_field}
-    fit = fitting.fit_rates(h[idx], y[idx], w[idx], dx2[idx], dy2[idx], **kwargs)
-    out.eta_h[idx], out.eta_y[idx] = np.asarray(fit.eta_h), np.asarray(fit.eta_y)
-    out.loss[idx], out.r2[idx], out.status[idx] = np.asarray(fit.loss), np.asarray(fit.r2), \
-        np.asarray(fit.status)
-    zs = np.stack([h[idx], y[idx], w[idx]], -1)
-    rate = fitting.fit_loss_rate(loss[idx], zs, dy2[idx], e0[idx])
-    out.eta_mean[idx], out.eta_mean_status[idx] = np.asarray(rate.eta_mean), np.asarray(rate.status)
+    fit = fitting.fit_rates(h[fill], y[fill], w[fill], dx2[fill], dy2[fill], **kwargs)
+    zs = np.stack([h[fill], y[fill], w[fill]], -1)
+    rate = fitting.fit_loss_rate(loss[fill], zs, dy2[fill], e0[fill])
+    out.eta_h[idx], out.eta_y[idx] = np.asarray(fit.eta_h)[idx], np.asarray(fit.eta_y)[idx]
+    out.loss[idx], out.r2[idx] = np.asarray(fit.loss)[idx], np.asarray(fit.r2)[idx]
+    out.status[idx] = np.asarray(fit.status)[idx]
+    out.eta_mean[idx] = np.asarray(rate.eta_mean)[idx]
+    out.eta_mean_status[idx] = np.asarray(rate.status)[idx]
     return out
 
 
@@ -300,11 +309,15 @@ def theory_curves(z0, ts, eta_h, eta_y, dx2, dy2, *, vector_field=None):
     idx = np.flatnonzero(np.isfinite(eta_h) & np.isfinite(eta_y) & (eta_h > 0) & (eta_y > 0)
                          & np.all(np.isfinite(z0), -1) & (z0[:, 0] > 0))
     if idx.size:
+        # All seeds in one solve (placeholders where there are no rates), so the
+        # compiled program depends on the seed count only.
+        fill = np.full(s, idx[0])
+        fill[idx] = idx
         kwargs = {} if vector_field is None else {"vector_field": vector_field}
-        sol = theory.solve(z0[idx].astype(np.float32), np.asarray(ts, np.float32), eta_h[idx].astype(np.float32),
-                           eta_y[idx].astype(np.float32), dx2[idx].astype(np.float32),
-                           dy2[idx].astype(np.float32), **kwargs)
-        out[idx] = np.asarray(sol.zs)
+        f32 = lambda a: np.asarray(a, np.float32)
+        sol = theory.solve(f32(z0[fill]), f32(ts), f32(eta_h[fill]), f32(eta_y[fill]), f32(dx2[fill]),
+                           f32(dy2[fill]), **kwargs)
+        out[idx] = np.asarray(sol.zs)[idx]
     return out
 
 

@@ -33,6 +33,7 @@ class Config:
     rows: tuple[str, ...] = ROWS
     width: int | None = None
     depth: int | None = None
+    cnn_depth: int | None = None
     grid: int = 5
     max_steps: int = 40000
     stop_loss: float = 1e-4
@@ -43,7 +44,7 @@ class Config:
 
     def __post_init__(self):
         c.check_rows("rows", self.rows, ROWS)
-        for name in ("width", "depth"):
+        for name in ("width", "depth", "cnn_depth"):
             if getattr(self, name) is not None:
                 c.check_positive_int(name, getattr(self, name))
         c.check_positive_int("grid", self.grid, 2)
@@ -61,21 +62,23 @@ class Config:
             return cls()
         if size == "tiny":
             t = two_points.Config.for_size("tiny")
-            return cls(rows=t.rows, width=t.width, depth=t.depth, grid=3, max_steps=6000,
+            return cls(rows=t.rows, width=t.width, depth=t.depth, cnn_depth=t.cnn_depth, grid=3,
+                       max_steps=6000,
                        rates_seeds=t.seeds, rates_steps=t.steps)
-        # 475 networks of up to 40,000 steps do not fit in minutes on a CPU: narrower
-        # networks, a step cap (points still above 1e-3 then are dropped, and counted),
-        # and rates fitted at that width (two-points at its quick width is not reused).
-        return cls(width=32, max_steps=12000, rates_seeds=4)
+        # 475 networks of up to 40,000 steps do not fit in minutes on a CPU: a 3 × 3
+        # grid of narrower networks, a step cap (points still above 1e-3 then are
+        # dropped, and counted), a shallower CNN, and rates fitted at that width
+        # (two-points at its own quick width is not reused).
+        return cls(width=32, cnn_depth=4, grid=3, max_steps=8000, rates_seeds=4)
 
     def rates_config(self) -> two_points.Config:
         """The ``two-points`` configuration whose mean rates this experiment uses."""
         return two_points.Config(rows=self.rows, seeds=self.rates_seeds, width=self.width,
-                                 depth=self.depth, steps=self.rates_steps)
+                                 depth=self.depth, cnn_depth=self.cnn_depth, steps=self.rates_steps)
 
     def setting(self, row: str) -> training.Setting:
         table_lr = c.paper_row("2_points", row).lr
-        return c.two_point_setting(row, width=self.width, depth=self.depth,
+        return c.two_point_setting(row, width=self.width, depth=self.depth, cnn_depth=self.cnn_depth,
                                    lr=table_lr / self.lr_divisor, steps=self.max_steps)
 
     def grid_points(self):
@@ -192,6 +195,8 @@ def summary(result: Result) -> str:
 def describe(config: Config) -> str:
     width = "the table's widths" if config.width is None else f"widths capped at {config.width}"
     depth = "" if config.depth is None else f", depth {config.depth}"
+    if config.cnn_depth is not None:
+        depth += f", the CNN at depth {config.cnn_depth}"
     return (f"{len(config.rows)} rows × a {config.grid}×{config.grid} (dx, dy) grid, {width}{depth}, "
             f"SGD at table lr / {config.lr_divisor:g}, at most {config.max_steps} steps, each network "
             f"stopping when its loss < {config.stop_loss:g}; points with final loss > "

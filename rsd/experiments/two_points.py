@@ -24,12 +24,14 @@ ROWS = training.paper_names("2_points")
 @dataclass(frozen=True)
 class Config:
     """``width``: a cap on the rows' widths (None = the table's); ``depth``/``steps``
-    None = the table's depth and 2·n_epochs."""
+    None = the table's depth and 2·n_epochs; ``cnn_depth``: the CNN row's depth (None =
+    ``depth``; its convolutions dominate the cost on a CPU)."""
 
     rows: tuple[str, ...] = ROWS
-    seeds: int = 8
+    seeds: int = 4
     width: int | None = 128
     depth: int | None = None
+    cnn_depth: int | None = 4
     steps: int | None = None
     max_final_loss: float = 1e-2
     plot_seeds: int = 4
@@ -37,7 +39,7 @@ class Config:
     def __post_init__(self):
         c.check_rows("rows", self.rows, ROWS)
         c.check_positive_int("seeds", self.seeds)
-        for name in ("width", "depth", "steps"):
+        for name in ("width", "depth", "cnn_depth", "steps"):
             if getattr(self, name) is not None:
                 c.check_positive_int(name, getattr(self, name), 3 if name == "steps" else 1)
         c.check_positive_number("max_final_loss", self.max_final_loss)
@@ -47,13 +49,14 @@ class Config:
     def for_size(cls, size: str) -> "Config":
         c.check_size(size)
         if size == "paper":
-            return cls(seeds=50, width=None)
+            return cls(seeds=50, width=None, cnn_depth=None)
         if size == "tiny":
             return cls(rows=("default", "tanh", "relu"), seeds=3, width=16, depth=4, steps=2000)
         return cls()
 
     def setting(self, row: str) -> training.Setting:
-        return c.two_point_setting(row, width=self.width, depth=self.depth, steps=self.steps)
+        return c.two_point_setting(row, width=self.width, depth=self.depth, steps=self.steps,
+                                   cnn_depth=self.cnn_depth)
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,8 @@ def describe(config: Config) -> str:
     s = config.setting(config.rows[0])
     width = "the table's widths" if config.width is None else f"widths capped at {config.width} (CNN at least 10·(depth+1)+16)"
     depth = "the table's depths" if config.depth is None else f"depth {config.depth}"
+    if config.cnn_depth is not None:
+        depth += f" (the CNN at depth {config.cnn_depth}, its recorded layer moved in proportion)"
     steps = "2·n_epochs steps" if config.steps is None else f"{config.steps} steps"
     return (f"{len(config.rows)} rows of the 2-points table, {config.seeds} seeds each, {width}, "
             f"{depth}, table lr / 2, {steps} (e.g. {s.steps} for the first row); rates averaged "

@@ -25,6 +25,7 @@ __all__ = [
     "check_tolerance",
     "check_solver",
     "check_real",
+    "check_key",
 ]
 
 
@@ -196,3 +197,24 @@ def check_solver(name, solver):
     if solver is not None and not isinstance(solver, diffrax.AbstractSolver):
         raise ValueError(f"{name} must be a diffrax solver instance (e.g. diffrax.Tsit5()) or None; "
                          f"got {solver!r}.")
+
+
+def check_key(name, key):
+    """One typed PRNG key from a typed key or the raw uint32 data of one key; ValueError
+    otherwise. Integers are refused (not taken as seeds): ``init(0)`` is more likely a
+    slip than a seed."""
+    import jax.numpy as jnp
+
+    try:
+        typed = key if isinstance(key, jax.Array) else jnp.asarray(key)
+        if not jnp.issubdtype(typed.dtype, jax.dtypes.prng_key):
+            typed = jax.random.wrap_key_data(typed)
+        ok = typed.shape == ()
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        text = repr(key)
+        text = text if len(text) <= 60 else text[:57] + "..."
+        raise ValueError(f"{name} must be one JAX PRNG key (jax.random.key(seed)) or the raw uint32 data "
+                         f"of one key (jax.random.PRNGKey(seed)); got {text}.")
+    return typed

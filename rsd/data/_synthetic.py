@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validation import check_int_range, check_nonnegative, check_positive, is_concrete
+from .._validation import check_int_range, check_key, check_nonnegative, check_positive, is_concrete
 
 __all__ = ["two_points", "xor", "context_blobs"]
 
@@ -56,20 +56,6 @@ def _check_size(names, values):
     """ValueError naming ``names`` when an array of ``values`` float64 values cannot exist."""
     if values > _MAX_VALUES:
         raise ValueError(f"{names} would need {values:.3g} values; no array holds more than {_MAX_VALUES:.3g}.")
-
-
-def _one_key(name, key):
-    """One typed PRNG key from a typed key or the raw uint32 data of one key; ValueError otherwise."""
-    try:
-        typed = key if isinstance(key, jax.Array) else jnp.asarray(key)
-        if not jnp.issubdtype(typed.dtype, jax.dtypes.prng_key):
-            typed = jax.random.wrap_key_data(typed)
-        if typed.shape != ():
-            raise ValueError
-        return typed
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{name} must be one JAX PRNG key (jax.random.key(seed)) or the raw "
-                         f"uint32 data of one key; got {key!r}.") from None
 
 
 def two_points(dx2, dy2, *, in_dim: int = 1, out_dim: int = 1, dtype=None):
@@ -132,7 +118,7 @@ def context_blobs(*, n_centers: int = 30, n_pixels: int = 5, sigma: float = 1.0,
     check_positive("sigma", sigma)
     dtype = _float_dtype(dtype)
     if key is not None:
-        key = _one_key("key", key)
+        key = check_key("key", key)
     if key is None:
         grid = np.linspace(-1.0, 1.0, n_centers)
         mu = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)

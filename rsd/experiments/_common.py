@@ -10,7 +10,6 @@ array}`` (saved as ``result.npz``) and ``summary(result) -> str``. The driver in
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 
 import numpy as np
@@ -98,17 +97,6 @@ def _type_name(kind) -> str:
     if typing.get_origin(kind) is tuple:
         return f"a comma-separated list of {_type_name(typing.get_args(kind)[0])}"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(kind, str(kind))
-
-
-def check_positive_int(name, value, lo=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}; got {value!r}.")
-
-
-def check_positive_number(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0; got {value!r}.")
 
 
 def check_rows(name, rows, allowed):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validation import check_int_range, check_real
 from .. import theory, training
 from . import _common as c
 
@@ -40,13 +41,13 @@ class Config:
 
     def __post_init__(self):
         c.check_rows("row", (self.row,), training.paper_names("2_points"))
-        c.check_positive_int("seeds", self.seeds)
+        check_int_range("seeds", self.seeds, 1)
         for name in ("width", "depth"):
             if getattr(self, name) is not None:
-                c.check_positive_int(name, getattr(self, name))
+                check_int_range(name, getattr(self, name), 1)
         if self.steps is not None:
-            c.check_positive_int("steps", self.steps, 3)
-        c.check_positive_number("max_final_loss", self.max_final_loss)
+            check_int_range("steps", self.steps, 3)
+        check_real("max_final_loss", self.max_final_loss, lo=0.0, lo_open=True)
 
     @classmethod
     def for_size(cls, size: str) -> "Config":

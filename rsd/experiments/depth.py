@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validation import check_int_range
 from .. import fitting, training
 from . import _common as c
 
@@ -35,12 +36,12 @@ class Config:
 
     def __post_init__(self):
         c.check_rows("row", (self.row,), training.paper_names("2_points"))
-        c.check_positive_int("seeds", self.seeds)
+        check_int_range("seeds", self.seeds, 1)
         for name in ("width", "depth"):
             if getattr(self, name) is not None:
-                c.check_positive_int(name, getattr(self, name), 2 if name == "depth" else 1)
+                check_int_range(name, getattr(self, name), 2 if name == "depth" else 1)
         if self.steps is not None:
-            c.check_positive_int("steps", self.steps, 3)
+            check_int_range("steps", self.steps, 3)
 
     @classmethod
     def for_size(cls, size: str) -> "Config":

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validation import check_int_range, check_real
 from .. import data, theory, training
 from . import _common as c
 from . import two_points
@@ -46,14 +47,14 @@ class Config:
         c.check_rows("rows", self.rows, ROWS)
         for name in ("width", "depth", "cnn_depth"):
             if getattr(self, name) is not None:
-                c.check_positive_int(name, getattr(self, name))
-        c.check_positive_int("grid", self.grid, 2)
-        c.check_positive_int("max_steps", self.max_steps, 2)
-        c.check_positive_int("rates_seeds", self.rates_seeds)
+                check_int_range(name, getattr(self, name), 1)
+        check_int_range("grid", self.grid, 2)
+        check_int_range("max_steps", self.max_steps, 2)
+        check_int_range("rates_seeds", self.rates_seeds, 1)
         if self.rates_steps is not None:
-            c.check_positive_int("rates_steps", self.rates_steps, 3)
+            check_int_range("rates_steps", self.rates_steps, 3)
         for name in ("stop_loss", "max_final_loss", "lr_divisor"):
-            c.check_positive_number(name, getattr(self, name))
+            check_real(name, getattr(self, name), lo=0.0, lo_open=True)
 
     @classmethod
     def for_size(cls, size: str) -> "Config":

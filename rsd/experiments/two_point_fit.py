@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validation import check_int_range
 from .. import fitting, theory, training
 from . import _common
 
@@ -31,8 +32,8 @@ class Config:
 
     def __post_init__(self):
         for name in ("width", "depth", "seeds"):
-            _common.check_positive_int(name, getattr(self, name))
-        _common.check_positive_int("steps", self.steps, 3)
+            check_int_range(name, getattr(self, name), 1)
+        check_int_range("steps", self.steps, 3)
         if self.layer is not None and not (isinstance(self.layer, int) and 0 <= self.layer < self.depth):
             raise ValueError(f"layer must be None or an integer in [0, {self.depth}); got {self.layer!r}.")
 

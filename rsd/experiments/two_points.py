@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validation import check_int_range, check_real
 from .. import theory, training
 from . import _common as c
 
@@ -38,12 +39,12 @@ class Config:
 
     def __post_init__(self):
         c.check_rows("rows", self.rows, ROWS)
-        c.check_positive_int("seeds", self.seeds)
+        check_int_range("seeds", self.seeds, 1)
         for name in ("width", "depth", "cnn_depth", "steps"):
             if getattr(self, name) is not None:
-                c.check_positive_int(name, getattr(self, name), 3 if name == "steps" else 1)
-        c.check_positive_number("max_final_loss", self.max_final_loss)
-        c.check_positive_int("plot_seeds", self.plot_seeds)
+                check_int_range(name, getattr(self, name), 3 if name == "steps" else 1)
+        check_real("max_final_loss", self.max_final_loss, lo=0.0, lo_open=True)
+        check_int_range("plot_seeds", self.plot_seeds, 1)
 
     @classmethod
     def for_size(cls, size: str) -> "Config":
@@ -198,8 +199,8 @@ def plot(result: Result) -> dict:
                         label=f"{name} network" if i == shown[0] else None)
                 ax.plot(r.t_plot, r.theory[i, :, k], color=colors[name], lw=0.9, ls="--",
                         label=f"{name} theory" if i == shown[0] else None)
-        m = row_metrics(r)
-        ax.set_title(f"{r.row}  R² {m['r2_h']:.3f}/{m['r2_y']:.3f}/{m['r2_w']:.3f}", fontsize=8)
+        r2 = [c.median_or_nan(r.fits.r2[r.kept, k]) for k in range(3)]  # (no bootstrap needed here)
+        ax.set_title(f"{r.row}  R² {r2[0]:.3f}/{r2[1]:.3f}/{r2[2]:.3f}", fontsize=8)
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")

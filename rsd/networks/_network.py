@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validation import as_array, check_choice, check_int_range, check_nonnegative
+from .._validation import as_array, check_choice, check_int_range, check_key, check_nonnegative
 from ._activations import ACTIVATIONS
 from ._architectures import CONV_CHANNELS, CONV_KERNEL, ConvNet, DenseStack
 
@@ -127,7 +127,7 @@ class Network(eqx.Module):
         ``key``: one JAX PRNG key (``jax.random.key(seed)``) or the raw uint32 data of one
         key (``jax.random.PRNGKey(seed)``); both give the same parameters.
         """
-        key = _one_key("key", key)
+        key = check_key("key", key)
         variables = self._module().init(key, jnp.zeros((1, self.in_dim), jnp.float32))
         return self._from_flax(variables["params"])
 
@@ -148,7 +148,7 @@ class Network(eqx.Module):
             raise ValueError(f"train must be True or False (a Python bool, static under jit); got {train!r}.")
         flax_params = self._to_flax(params)
         if key is not None:
-            key = _one_key("key", key)
+            key = check_key("key", key)
         keep = None
         if masks is not None and not (train and self.architecture == "dropout"):
             raise ValueError("masks are only used by the dropout architecture with train=True.")
@@ -178,7 +178,7 @@ class Network(eqx.Module):
 
         Layer n draws from ``fold_in(key, n)``; masks of other architectures are all True.
         """
-        key = _one_key("key", key)
+        key = check_key("key", key)
         check_int_range("batch", batch, 0)
         p = self.dropout_rate if self.architecture == "dropout" else 0.0
         return tuple(
@@ -255,24 +255,6 @@ class Network(eqx.Module):
     def to_torch(self, params):
         """Inverse of ``from_torch``: a list of (W, b) in PyTorch's layout."""
         return [(_rsd_to_torch(p["kernel"], kind), p["bias"]) for p, kind in zip(params, self.layer_kinds)]
-
-
-def _one_key(name, key):
-    """One typed PRNG key from a typed key or the raw uint32 data of one key; ValueError otherwise.
-
-    Integers are refused (not taken as seeds): ``init(0)`` is more likely a slip than a seed.
-    """
-    try:
-        typed = key if isinstance(key, jax.Array) else jnp.asarray(key)
-        if not jnp.issubdtype(typed.dtype, jax.dtypes.prng_key):
-            typed = jax.random.wrap_key_data(typed)
-        ok = typed.shape == ()
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be one JAX PRNG key (jax.random.key(seed)) or the raw uint32 data "
-                         f"of one key (jax.random.PRNGKey(seed)); got {_short_repr(key)}.")
-    return typed
 
 
 def _real_array(name, a):

@@ -60,8 +60,10 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return _dispatch(args)
-    except ValueError as error:
-        print(f"rsd: {error}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as error:
+        # Bad input (arguments, --set values, a missing or corrupt data file): one line.
+        message = error.args[0] if isinstance(error, FileNotFoundError) and error.args else error
+        print(f"rsd: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rsd: interrupted", file=sys.stderr)

@@ -27,6 +27,18 @@ def _fresh_compilation_caches():
     jax.clear_caches()
 
 
+@pytest.fixture(scope="session")
+def reproduced_tiny(tmp_path_factory):
+    """One ``rsd reproduce`` of every paper experiment at the tiny size, shared by the
+    experiment test modules (and the notebooks, which reuse its folders)."""
+    from rsd import experiments
+
+    folder = tmp_path_factory.mktemp("reproduce")
+    report, _ = experiments.reproduce(size="tiny", out=folder, progress=False, log=lambda s: None)
+    assert report == folder / "report.md"
+    return folder
+
+
 def pytest_collection_modifyitems(config, items):
     import os
 

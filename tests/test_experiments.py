@@ -17,15 +17,12 @@ from scipy.integrate import solve_ivp
 from rsd import experiments, fitting, training
 from rsd.experiments import _common, alternatives, depth, final_distance, two_point_fit, two_points
 
-NAMES = ("two-points", "final-distance", "depth", "alternatives")
+NAMES = ("two-points", "final-distance", "depth", "alternatives")  # the two-point experiments
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("reproduce")
-    report, metrics = experiments.reproduce(size="tiny", out=folder, progress=False, log=lambda s: None)
-    assert report == folder / "report.md"
-    return folder
+def out(reproduced_tiny):
+    return reproduced_tiny
 
 
 def _npz(out, name):
@@ -40,8 +37,8 @@ def _metrics(out, name):
 def test_report_lists_every_experiment_with_its_files(out):
     report = (out / "report.md").read_text()
     everything = json.loads((out / "metrics.json").read_text())
-    assert list(everything) == list(NAMES)
-    for name in NAMES:
+    assert list(everything) == list(experiments.REPRODUCE)
+    for name in experiments.REPRODUCE:
         assert f"## {name}" in report
         config = json.loads((out / name / "config.json").read_text())
         assert config["size"] == "tiny" and config["figures"]
@@ -230,10 +227,17 @@ def test_configs_validate_and_sizes_differ():
     assert (s.lr, s.steps, s.width, s.depth) == (0.01, 3000, 500, 20)
 
 
+SUMMARY_LINES = {"xor": "same/diff measured", "context": "context variance",
+                 "mnist-trajectory": "test accuracy",
+                 "mnist-structure": "Pearson r, prediction vs measured"}
+
+
 def outcome_summary_line(stem):
     """A line every summary of that experiment prints."""
     return {"quickstart": "eta_mean", "two_points": "eta_mean", "final_distance": "pearson r", "depth": "best layer",
-            "alternatives": "best-fit loss"}[stem]
+            "alternatives": "best-fit loss", "xor": SUMMARY_LINES["xor"], "context": SUMMARY_LINES["context"],
+            "mnist_trajectory": SUMMARY_LINES["mnist-trajectory"],
+            "mnist_structure": SUMMARY_LINES["mnist-structure"]}[stem]
 
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))

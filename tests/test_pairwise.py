@@ -1,9 +1,10 @@
-"""Pairwise predictions: two-point end state on every pair, rich-limit heuristic, correlation."""
+"""Pairwise predictions: two-point end state on every pair, the MNIST structure heuristic, correlation."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.spatial.distance import cdist
 
 from rsd import quantities, theory
 
@@ -43,13 +44,11 @@ def test_equals_loop_over_final_distance(x64):
     assert_close(predicted[off], c / 2 + np.sqrt(c**2 / 4 + k * dy2[off]), rtol=1e-9)
 
 
-def test_rich_limit_is_the_structure_prediction(x64):
+def test_rich_limit_is_the_geometric_mean(x64):
     """Small weights (scale s): h0 ~ s², y0 ~ s⁴; the prediction tends to sqrt(η_h/η_y·DX·DY)."""
     dx2, dy2, h0, y0 = _data()
-    rich = np.asarray(theory.structure_prediction(dx2, dy2, ETA_H, ETA_Y))
+    rich = np.sqrt(ETA_H / ETA_Y * dx2 * dy2)
     off = ~np.eye(dx2.shape[0], dtype=bool)
-    assert_close(rich[off], np.asarray(theory.rich_limit(ETA_H, ETA_Y, dx2[off], dy2[off])),
-                 rtol=1e-14)
     errors = []
     for s in (1e-1, 1e-2, 1e-3, 1e-4):
         predicted = theory.predicted_distance_matrix(dx2, dy2, s**2 * h0, s**4 * y0, ETA_H, ETA_Y)
@@ -62,6 +61,93 @@ def test_rich_limit_is_the_structure_prediction(x64):
     zero = np.zeros_like(dx2)
     assert_close(theory.predicted_distance_matrix(dx2, dy2, zero, zero, ETA_H, ETA_Y), rich,
                  rtol=1e-14)
+
+
+# --- the MNIST structure heuristic ------------------------------------------------------------------
+
+
+def _heuristic_numpy(x, y):
+    """exp(−A) @ A @ exp(−A), A = D_x ⊙ D_y (unsquared Euclidean), in float64 numpy."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    a = cdist(x, x) * cdist(y, y)
+    e = np.exp(-a)
+    return e @ a @ e
+
+
+def _scaled_points(seed, n, d, k):
+    """Random inputs and targets scaled so that A is O(1): exp(−A) spans most of (0, 1)."""
+    rng = np.random.default_rng(seed)
+    return 0.5 / np.sqrt(d) * rng.normal(size=(n, d)), rng.normal(size=(n, k)) / np.sqrt(k)
+
+
+@pytest.mark.parametrize("d, k", [(5, 3), (100, 80)])  # differences / Gram trick for the distances
+def test_structure_prediction_matches_numpy(x64, d, k):
+    x, y = _scaled_points(0, 30, d, k)
+    expected = _heuristic_numpy(x, y)
+    a = cdist(x, x) * cdist(y, y)
+    e_off = np.exp(-a)[~np.eye(30, dtype=bool)]
+    assert e_off.min() < 0.5 and e_off.max() > 0.3 and np.ptp(e_off) > 0.15  # not trivially 0/1
+    predicted = theory.structure_prediction(x, y)
+    assert predicted.shape == (30, 30) and predicted.dtype == np.float64
+    assert_close(predicted, expected, rtol=1e-11)
+
+
+@pytest.mark.parametrize("d, k", [(5, 3), (100, 80)])
+def test_structure_prediction_float32(d, k):
+    x, y = _scaled_points(1, 40, d, k)
+    predicted = theory.structure_prediction(x.astype(np.float32), y.astype(np.float32))
+    assert predicted.dtype == np.float32
+    # float32 round-off only (measured ≤ 4e-7 relative).
+    assert_close(predicted, _heuristic_numpy(x, y).astype(np.float32), rtol=5e-6)
+
+
+def test_structure_prediction_rows_equal_slicing(x64):
+    x, y = _scaled_points(2, 300, 100, 4)  # n above one block of A (256 rows)
+    full = _heuristic_numpy(x, y)
+    rows = np.array([7, 0, 299, 7, 256, 255, 3])  # any order, repeats, both sides of a block edge
+    got = theory.structure_prediction(x, y, rows=rows)
+    assert got.shape == (7, 7)
+    assert_close(got, full[np.ix_(rows, rows)], rtol=1e-11)
+    assert_close(theory.structure_prediction(x, y, rows=[5]), full[5:6, 5:6], rtol=1e-11)
+
+
+def test_structure_prediction_with_raw_pixels_sums_class_blocks():
+    """Raw 0–255 pixels and one-hot labels: exp(−A) is exactly the same-label indicator,
+    so P[i, j] = Σ A[a, b] over a in i's class and b in j's class (DESIGN.md §1)."""
+    rng = np.random.default_rng(3)
+    n = 60
+    pixels = (rng.integers(0, 256, (n, 784)) * (rng.random((n, 784)) < 0.2)).astype(np.float32)
+    labels = rng.integers(0, 10, n)
+    y = np.eye(10, dtype=np.float32)[labels]
+    a = cdist(pixels.astype(np.float64), pixels.astype(np.float64)) * cdist(y, y)
+    expected = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            expected[i, j] = a[np.ix_(labels == labels[i], labels == labels[j])].sum()
+    rows = np.argsort(labels[:20], kind="stable")
+    assert_close(theory.structure_prediction(pixels, y), expected, rtol=1e-5)
+    assert_close(theory.structure_prediction(pixels, y, rows=rows), expected[np.ix_(rows, rows)],
+                 rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(x=np.zeros(5)), "x must be a .n, features. array"),
+    (dict(y=np.zeros((4, 3))), "y must have one row per row of x"),
+    (dict(y=np.full((5, 3), np.nan)), "y must be finite"),
+    (dict(x=np.array([["a"] * 2] * 5)), "x must be a real numeric array"),
+    (dict(x=np.zeros((0, 2)), y=np.zeros((0, 3))), "x must have at least one row"),
+    (dict(rows=[0, 5]), r"rows must be indices in \[0, 4\]"),
+    (dict(rows=[-1]), r"rows must be indices in \[0, 4\]"),
+    (dict(rows=[[0, 1]]), "rows must be a non-empty 1-D array"),
+    (dict(rows=[0.0, 1.0]), "rows must be a non-empty 1-D array"),
+    (dict(rows=[]), "rows must be a non-empty 1-D array"),
+])
+def test_structure_prediction_rejects_bad_inputs(kwargs, message):
+    args = dict(x=np.zeros((5, 2)), y=np.zeros((5, 3)))
+    args.update(kwargs)
+    rows = args.pop("rows", None)
+    with pytest.raises(ValueError, match=message):
+        theory.structure_prediction(args["x"], args["y"], rows=rows)
 
 
 def test_lazy_limit_keeps_h0(x64):
@@ -108,8 +194,6 @@ def test_degenerate_pairs_are_finite():
     grads = jax.jit(jax.grad(lambda *a: jnp.sum(theory.predicted_distance_matrix(*a)),
                              argnums=(0, 1, 2, 3, 4, 5)))(dx2, dy2, h0, y0, ETA_H, ETA_Y)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
-    g_rich = jax.grad(lambda a, b: jnp.sum(theory.structure_prediction(a, b)), argnums=(0, 1))
-    assert all(bool(jnp.all(jnp.isfinite(g))) for g in g_rich(dx2, dy2))
 
 
 def test_matrix_correlation_matches_numpy():
@@ -117,7 +201,7 @@ def test_matrix_correlation_matches_numpy():
     rng = np.random.default_rng(3)
     measured = h0 + 0.5 * rng.normal(size=h0.shape)     # not symmetric: upper triangle counts
     iu = np.triu_indices(7, k=1)
-    for predicted in (theory.structure_prediction(dx2, dy2), dx2):
+    for predicted in (np.sqrt(dx2 * dy2), dx2):
         r = theory.matrix_correlation(predicted, measured)
         expected = np.corrcoef(np.asarray(predicted)[iu], measured[iu])[0, 1]
         assert_close(r, expected, rtol=1e-5)
@@ -168,12 +252,8 @@ def test_bad_inputs_raise(name, bad):
         theory.predicted_distance_matrix(**args)
 
 
-def test_bad_heuristic_and_correlation_inputs_raise():
+def test_bad_correlation_inputs_raise():
     dx2, dy2, h0, _ = _data()
-    with pytest.raises(ValueError, match="dy2"):
-        theory.structure_prediction(dx2, _asymmetric(dy2))
-    with pytest.raises(ValueError, match="eta_y"):
-        theory.structure_prediction(dx2, dy2, eta_y=0.0)
     with pytest.raises(ValueError, match="measured"):
         theory.matrix_correlation(h0, h0[:-1, :-1])
     with pytest.raises(ValueError, match="predicted"):
@@ -187,7 +267,7 @@ def test_rates_must_be_scalars():
     with pytest.raises(ValueError, match="eta_h must be a scalar"):
         theory.predicted_distance_matrix(m, m, m, m, np.array([1.0, 2.0, 3.0]), 1.0)
     with pytest.raises(ValueError, match="eta_y must be a scalar"):
-        theory.structure_prediction(m, m, 1.0, np.ones(3))
+        theory.predicted_distance_matrix(m, m, m, m, 1.0, np.ones(3))
 
 
 def test_wrong_types_raise_naming_the_argument():

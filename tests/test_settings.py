@@ -76,7 +76,7 @@ def test_from_paper_converts_every_row(table, name):
     assert (s.architecture, s.activation, s.width, s.depth, s.gain) == (
         ARCH[model], act, width, depth, gain)
     assert s.batch_size is None and s.loss == "half_mse"
-    assert s.optimizer == ("adam" if (table, name) == ("2_points", "adam") else "sgd")
+    assert s.optimizer == ("adam" if (table, name) in {("2_points", "adam"), ("mnist", "structure")} else "sgd")
     expected_layer = (layer - 1) // 2 if model == "Dropout" else layer
     assert s.layers == (expected_layer,)
     if table == "2_points":
@@ -128,6 +128,9 @@ def test_quirks_are_options_not_defaults():
 
     mnist = Setting.from_paper("mnist", "structure", quirks=True, n_train=640)
     assert (mnist.batch_size, mnist.steps, mnist.activation) == (64, 2000, "leaky_relu")
+    # DESIGN.md §6: the structure run uses Adam, the trajectory run SGD
+    assert mnist.optimizer == "adam"
+    assert Setting.from_paper("mnist", "trajectories", quirks=True, n_train=640).optimizer == "sgd"
     # two-point rows have no quirks
     assert Setting.from_paper("2_points", "default", quirks=True).replace(name="") == \
         Setting.from_paper("2_points", "default").replace(name="")

@@ -553,7 +553,7 @@ def test_mnist_directory_without_images_raises(tmp_path):
 
     write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8))
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros((0,), np.uint8))
-    with pytest.raises(ValueError, match="holds 0 train images"):
+    with pytest.raises(ValueError, match="holds 0 images"):
         mnist(tmp_path)
     with pytest.raises(ValueError, match="directory must be a file-system path"):
         mnist(123)

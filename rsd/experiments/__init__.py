@@ -6,7 +6,8 @@
 Sizes: ``SIZES`` ("tiny", "quick", "paper").
 """
 
-from . import alternatives, depth, final_distance, theory_demo, two_point_fit, two_points
+from . import (alternatives, context, depth, final_distance, mnist_structure, mnist_trajectory,
+               theory_demo, two_point_fit, two_points, xor)
 from ._common import SIZES
 from ._driver import Outcome, make_config, prepare_output, reproduce, run_experiment
 
@@ -17,10 +18,15 @@ REGISTRY = {
     "final-distance": final_distance,
     "depth": depth,
     "alternatives": alternatives,
+    "xor": xor,
+    "context": context,
+    "mnist-trajectory": mnist_trajectory,
+    "mnist-structure": mnist_structure,
 }
 """Every experiment by name, in the order they run (a dependency before its users)."""
 
-REPRODUCE = ("two-points", "final-distance", "depth", "alternatives")
+REPRODUCE = ("two-points", "final-distance", "depth", "alternatives", "xor", "context",
+             "mnist-trajectory", "mnist-structure")
 """The paper's experiments that ``rsd reproduce`` runs by default."""
 
 __all__ = [
@@ -33,9 +39,13 @@ __all__ = [
     "reproduce",
     "run_experiment",
     "alternatives",
+    "context",
     "depth",
     "final_distance",
+    "mnist_structure",
+    "mnist_trajectory",
     "theory_demo",
     "two_point_fit",
     "two_points",
+    "xor",
 ]

@@ -1,14 +1,21 @@
-"""Pairwise predictions: the two-point end state applied to every pair of a data set.
+"""Pairwise predictions for many points, and their comparison with measurements.
 
-For n points with squared-distance matrices DX (inputs), DY (targets), H0 (initial
-representations) and Y0 (initial outputs), each pair (i, j) is treated as the
-two-point problem of :func:`rsd.theory.final_distance` (the paper's XOR
-construction). The MNIST heuristic keeps only its rich limit, sqrt(η_h/η_y·DX ⊙ DY).
-All functions take [n, n] matrices, are jit/vmap friendly and never produce NaN
-in their predictions; arguments are checked on the host (skipped for tracers).
+* :func:`predicted_distance_matrix`: for n points with squared-distance matrices DX
+  (inputs), DY (targets), H0 (initial representations) and Y0 (initial outputs), each
+  pair (i, j) is treated as the two-point problem of :func:`rsd.theory.final_distance`
+  (the paper's XOR construction). Takes [n, n] matrices, jit/vmap friendly, never NaN.
+* :func:`structure_prediction`: the reference code's MNIST structure heuristic,
+  exp(−A)·A·exp(−A) with A = D_x ⊙ D_y of *unsquared* Euclidean distances (exp
+  elementwise, · the matrix product). It is not derived from the two-point end state
+  (whose rich limit is sqrt(η_h/η_y·DX ⊙ DY)); it is what the paper's figure shows.
+* :func:`matrix_correlation`: Pearson correlation of two matrices' upper triangles.
+
+Arguments are checked on the host (skipped for tracers).
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +35,12 @@ __all__ = ["predicted_distance_matrix", "structure_prediction", "matrix_correlat
 
 # Relative asymmetry tolerated in a distance matrix: a few float32 rounding errors.
 _SYMMETRY_RTOL = 1e-5
+# Up to this many features, distances are summed from differences (exact zero for
+# identical rows such as equal one-hot labels); above it, the Gram trick (matmuls).
+_DIRECT_MAX_FEATURES = 64
+# Rows of A formed at once in structure_prediction: bounds memory to a few [block, n]
+# arrays (and, for few features, the fused [block, n, k] differences).
+_BLOCK = 256
 
 
 def predicted_distance_matrix(dx2, dy2, h0, y0, eta_h, eta_y):
@@ -80,20 +93,98 @@ def _predicted_distance_matrix(dx2, dy2, h0, y0, eta_h, eta_y):
     return jnp.where(moving, out, 0.0)
 
 
-def structure_prediction(dx2, dy2, eta_h=1.0, eta_y=1.0):
-    """sqrt(η_h/η_y·DX ⊙ DY): the rich limit (H0, Y0 → 0 with Y0/H0 → 0) of every pair.
+def structure_prediction(x, y, *, rows=None):
+    """The reference's MNIST structure heuristic P = exp(−A) · A · exp(−A), A = D_x ⊙ D_y.
 
-    The MNIST structure heuristic: each pair's representational distance is the
-    geometric mean of its input and output distances. With the default rates it
-    is a shape to correlate against, not an absolute prediction.
+    ``x`` [n, d] inputs (the reference: raw 0–255 pixels, flattened), ``y`` [n, k]
+    targets (one-hot labels); D_x[i, j] = ||x_i − x_j|| and D_y[i, j] = ||y_i − y_j||
+    are Euclidean distances, *not* squared; exp is elementwise, · the matrix product.
+    With raw pixels exp(−A) is the same-label indicator, so P[i, j] sums A over the
+    pairs of i's class and j's class.
+
+    ``rows`` (integer indices into 0..n−1) returns only P[rows][:, rows] =
+    exp(−A)[rows] · A · exp(−A)[:, rows], [len(rows), len(rows)], without forming P or
+    A: A is built ``256`` rows at a time, so memory is O((len(rows) + 256)·n) and
+    time O(len(rows)·n·(n + d)). ``rows=None`` means all rows (O(n³) time).
+
+    Computed in the inputs' floating dtype (float32 unless JAX's x64 mode is on).
+    Distances over at most 64 features are summed from differences (exactly 0 for
+    identical rows, which keeps exp(−A) = 1 on same-label pairs); over more, by the
+    Gram trick on mean-centred data with full-precision matmuls, clipped at 0; the
+    diagonal is exactly 0 either way.
     """
-    dx2, dy2 = as_array("dx2", dx2), as_array("dy2", dy2)
-    _check_matrices(dx2=dx2, dy2=dy2)
-    eta_h, eta_y = _check_scalar_rates(eta_h, eta_y)
-    prod = eta_h / eta_y * dx2 * dy2
-    pos = prod > 0
-    # Double where keeps the gradient of sqrt at 0 (the diagonal) finite.
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, prod, 1.0)), 0.0)
+    x, y = as_array("x", x), as_array("y", y)
+    for name, m in (("x", x), ("y", y)):
+        if m.ndim != 2:
+            raise ValueError(f"{name} must be a [n, features] array (one row per point); "
+                             f"got shape {m.shape}.")
+        check_finite(name, m)
+    n = x.shape[0]
+    if y.shape[0] != n:
+        raise ValueError(f"y must have one row per row of x ({n}); got shape {y.shape}.")
+    if n == 0:
+        raise ValueError("x must have at least one row; got 0.")
+    rows = _check_rows(rows, n)
+    dtype = jnp.result_type(x.dtype, y.dtype, float)
+    return _structure_rows(x.astype(dtype), y.astype(dtype), jnp.asarray(rows),
+                           block=min(_BLOCK, n))
+
+
+def _check_rows(rows, n):
+    if rows is None:
+        return np.arange(n)
+    try:
+        r = np.asarray(rows)
+    except Exception:  # ragged sequences and the like
+        raise ValueError(f"rows must be a 1-D array of integer indices; got {type(rows).__name__}.") from None
+    if r.ndim != 1 or r.size == 0 or not np.issubdtype(r.dtype, np.integer):
+        raise ValueError(f"rows must be a non-empty 1-D array of integer indices in [0, {n - 1}]; "
+                         f"got dtype {r.dtype} shape {r.shape}.")
+    if r.min() < 0 or r.max() >= n:
+        bad = r[(r < 0) | (r >= n)][0]
+        raise ValueError(f"rows must be indices in [0, {n - 1}] (x has {n} rows); got {bad}.")
+    return r.astype(np.int32 if n < 2**31 else np.int64)
+
+
+def _distances(a, b, ia, ib, b_sq):
+    """Euclidean distances [len(a), len(b)] between rows; exactly 0 where ia == ib."""
+    if a.shape[-1] <= _DIRECT_MAX_FEATURES:
+        sq = jnp.sum(jnp.square(a[:, None, :] - b[None, :, :]), axis=-1)
+    else:
+        cross = jnp.matmul(a, b.T, precision=jax.lax.Precision.HIGHEST)
+        sq = jnp.maximum(jnp.sum(a * a, axis=-1)[:, None] + b_sq[None, :] - 2.0 * cross, 0.0)
+    sq = jnp.where(ia[:, None] == ib[None, :], 0.0, sq)
+    return jnp.sqrt(sq)
+
+
+@functools.partial(jax.jit, static_argnames="block")
+def _structure_rows(x, y, rows, *, block):
+    n = x.shape[0]
+    hi = jax.lax.Precision.HIGHEST
+    # Distances do not change under translation; centring shrinks the norms whose
+    # difference the Gram trick takes, and with them its cancellation error.
+    x = x - jnp.mean(x, axis=0) if x.shape[-1] > _DIRECT_MAX_FEATURES else x
+    y = y - jnp.mean(y, axis=0) if y.shape[-1] > _DIRECT_MAX_FEATURES else y
+    x_sq, y_sq = jnp.sum(x * x, axis=-1), jnp.sum(y * y, axis=-1)
+    index = jnp.arange(n)
+
+    def a_of(i):  # rows i of A, [len(i), n]
+        return (_distances(x[i], x, i, index, x_sq) * _distances(y[i], y, i, index, y_sq))
+
+    e_rows = jnp.exp(-a_of(rows))  # exp(−A)[rows], [r, n]
+    n_blocks = -(-n // block)
+    # Padded block starts; padded indices repeat the last row and get weight 0.
+    e_pad = jnp.pad(e_rows, ((0, 0), (0, n_blocks * block - n)))
+
+    def add_block(acc, start):
+        i = start + jnp.arange(block)
+        a_block = a_of(jnp.minimum(i, n - 1))  # [block, n]
+        e_block = jax.lax.dynamic_slice_in_dim(e_pad, start, block, axis=1)  # [r, block]
+        return acc + jnp.matmul(e_block, a_block, precision=hi), None
+
+    starts = jnp.arange(n_blocks) * block
+    ea, _ = jax.lax.scan(add_block, jnp.zeros_like(e_rows), starts)  # exp(−A)[rows] · A
+    return jnp.matmul(ea, e_rows.T, precision=hi)  # exp(−A) is symmetric
 
 
 def matrix_correlation(predicted, measured):

@@ -1,4 +1,5 @@
-"""Training real networks many seeds at a time, recording the pair dynamics every step.
+"""Training real networks many seeds at a time, recording the pair dynamics every step
+(or every ``record_every`` steps).
 
 ``Setting`` describes one experiment (``Setting.from_paper`` gives the paper's);
 ``train(setting, x, y, seeds=...)`` returns a ``Run`` of per-seed, per-step h, y, w

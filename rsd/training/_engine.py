@@ -1,13 +1,17 @@
 """The training engine: many seeds of one setting, trained in one compiled program.
 
-For one seed, ``lax.scan`` runs the steps; each step first records, in eval mode and
-before the update, h at every requested hidden layer, y and w of the chosen pair
-(through :mod:`rsd.quantities`) and the full-data half-MSE loss, then applies one
-optax update. Seeds are batched with ``jax.vmap`` and run in chunks of a fixed
-size (padded, so one compiled program serves every chunk and every later call
-with the same shapes). Each seed's randomness (initialization, minibatch order,
-dropout masks) comes from ``fold_in(root_key, seed)`` alone, so a seed's result
-never depends on which seeds share its chunk.
+For one seed, ``lax.scan`` runs the steps in record units of ``record_every`` steps
+(default 1): the first step of a unit first records, in eval mode and before the update,
+h at every requested hidden layer, y and w of the chosen pair (through
+:mod:`rsd.quantities`) and the full-data half-MSE loss; every step then applies one
+optax update. Only record steps evaluate the network on the whole data set, so a
+minibatch step between records costs one minibatch's forward and backward pass; the
+minibatch order is one permutation per epoch, drawn at the epoch's first step and
+carried. Seeds are batched with ``jax.vmap`` and run in chunks of a fixed size
+(padded, so one compiled program serves every chunk and every later call with the
+same shapes). Each seed's randomness (initialization, minibatch order, dropout masks)
+comes from ``fold_in(root_key, seed)`` alone, so a seed's result never depends on which
+seeds share its chunk.
 
 Each seed may train on its own data set (x [S, n, in_dim], y [S, n, out_dim]): the
 data axis is vmapped with the seeds, so a whole grid of data sets is one program.
@@ -16,8 +20,8 @@ Nothing raises inside the compiled program: a seed whose step would make its
 parameters non-finite gets status ``DIVERGED``; that update and all later ones are
 skipped (``jnp.where`` on the seed's own parameters), so it keeps its last finite
 parameters and never disturbs the other seeds. Early stopping (``stop_loss``) freezes
-a seed the same way; a chunk then runs blocks of steps in a ``lax.while_loop`` that
-ends once every seed has stopped, diverged or finished.
+a seed the same way at a record step; a chunk then runs blocks of record units in a
+``lax.while_loop`` that ends once every seed has stopped, diverged or finished.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import equinox as eqx
 import jax
@@ -43,8 +47,9 @@ __all__ = ["Status", "Run", "train"]
 # Number of times the per-chunk program has been traced (tests check that a second
 # call with the same shapes reuses the compiled program).
 _TRACES = 0
-# Steps per block of the early-stopping loop: a chunk runs at most this many steps
-# past the step where its last seed stopped; each block costs one loop iteration.
+# Steps per block of the early-stopping loop (rounded to whole record units, at least
+# one): a chunk runs at most this many steps past the step where its last seed stopped
+# or diverged; each block costs one loop iteration.
 _STOP_BLOCK = 128
 
 
@@ -58,30 +63,36 @@ class Status(enum.IntEnum):
 
 
 class Run(eqx.Module):
-    """Recorded trajectories of :func:`train`, S seeds × T steps (T = ``setting.steps``).
+    """Recorded trajectories of :func:`train`: S seeds × T' records.
 
-    Entry ``[s, t]`` is measured before the update of step t (t = 0 is the
+    With ``train(..., record_every=k)`` records are taken at steps t = 0, k, 2k, ... <
+    T (T = ``setting.steps``), so T' = ceil(T / k) (T' = T and record r at step r by
+    default); ``record_steps`` holds the step of each record. Record ``[s, r]`` is
+    measured before the update of step ``record_steps[r]`` (step 0 is the
     initialization), in eval mode, for seed ``seeds[s]``:
 
-    * ``h``    [S, T, K]  ||φ_k(x_j) − φ_k(x_i)||² at hidden layer ``layers[k]``
-    * ``y``    [S, T]     ||ŷ_j − ŷ_i||²
-    * ``w``    [S, T]     Δŷ·(Δŷ − Δy*)
-    * ``loss`` [S, T]     ½·mean over all training points and outputs of (ŷ − y*)²
+    * ``h``    [S, T', K]  ||φ_k(x_j) − φ_k(x_i)||² at hidden layer ``layers[k]``
+    * ``y``    [S, T']     ||ŷ_j − ŷ_i||²
+    * ``w``    [S, T']     Δŷ·(Δŷ − Δy*)
+    * ``loss`` [S, T']     ½·mean over all training points and outputs of (ŷ − y*)²
+    * ``record_steps`` [T'] int32: the step of each record, ``k · arange(T')``
     * ``e0``   [S]        ||(ŷ_i + ŷ_j)/2 − (y*_i + y*_j)/2||² at step 0
     * ``status`` [S] int32 (:class:`Status`), ``diverged_step`` [S] int32: the first
-      step t whose loss, hidden activations or gradient were non-finite (T if none).
-      Update t and all later ones are skipped: the parameters stay those of step t,
-      so entries from t on repeat step t's values.
-    * ``stop_step`` [S] int32: with ``train(..., stop_loss=ℓ)``, the first step t whose
-      recorded loss was below ℓ (T if none, and always T without ``stop_loss``); the
-      seed froze there as on divergence (records from t on repeat step t's), its
+      step t whose training loss, training activations or gradient (or, at a record
+      step, records) were non-finite (T if none). Update t and all later ones are
+      skipped: the parameters stay those of step t, so every record of a step >= t
+      is the record of those frozen parameters.
+    * ``stop_step`` [S] int32: with ``train(..., stop_loss=ℓ)``, the first record step t
+      whose recorded loss was below ℓ (T if none, and always T without ``stop_loss``);
+      the seed froze there as on divergence (records from t on repeat step t's), its
       status stays OK.
     * ``dx2``, ``dy2``: ||x_j − x_i||², ||y*_j − y*_i||² of the pair (i, j): scalars
       [] for shared data, [S] when x or y is given per seed.
     * with ``tracked`` inputs (n of them) and M ``matrix_steps``:
       ``hidden_matrices`` [S, M, K', n, n] (layers ``matrix_layers``) and
       ``output_matrices`` [S, M, n, n], pairwise squared distances at those steps
-      (step T means after the last update); otherwise None.
+      (any steps, not only record steps; step T means after the last update);
+      otherwise None.
     * ``params``: the parameters after the last step, with a leading seed axis,
       when ``return_params=True``; otherwise None.
     """
@@ -90,6 +101,7 @@ class Run(eqx.Module):
     y: jax.Array
     w: jax.Array
     loss: jax.Array
+    record_steps: jax.Array
     e0: jax.Array
     status: jax.Array
     diverged_step: jax.Array
@@ -130,6 +142,7 @@ def train(
     unroll: int = 1,
     dropout_masks=None,
     stop_loss: float | None = None,
+    record_every: int = 1,
 ) -> Run:
     """Train ``setting``'s network on (x, y) once per seed and record the pair dynamics.
 
@@ -141,7 +154,12 @@ def train(
             data set per seed: [S, n, in_dim], [S, n, out_dim] with S = len(seeds)
             (seed ``seeds[s]`` trains on x[s], y[s]; each of x, y may be shared or per
             seed). All data sets go through the same compiled program.
-        seeds: 1-D non-negative integers; seed s uses ``fold_in(root_key, s)``.
+        seeds: 1-D non-negative integers; seed s uses ``fold_in(root_key, s)``, split
+            into three keys ``(k_init, k_order, k_dropout) = split(fold_in(root_key, s), 3)``:
+            the random initialization, the minibatch order (epoch e visits the data in
+            the order ``permutation(fold_in(k_order, e), n)``, in minibatches of
+            ``setting.batch_size``, the last one smaller when it does not divide n) and
+            the dropout masks.
         init_params: start from these weights instead of a random initialization:
             a list of (W [in, out], b [out]) per parametrized module in forward order,
             each optionally with a leading axis of length ``len(seeds)``.
@@ -163,6 +181,11 @@ def train(
             before update t) is below it stops at t: update t and all later ones are
             skipped, ``Run.stop_step`` is t and records from t on repeat step t's. A
             chunk ends when all its seeds have stopped, diverged or run all steps.
+            With ``record_every=k`` only record steps (multiples of k) can stop a seed.
+        record_every: k >= 1: record h, y, w and the loss at steps 0, k, 2k, ... only
+            (``Run.record_steps``); steps between records evaluate only their minibatch
+            (no full-data pass), so a large k makes minibatch training on large data
+            sets cheap. k = 1 (the default) records every step.
 
     Determinism: the same call (same seeds, data, ``chunk_size``, ``unroll``, batching)
     gives bitwise identical results on the same machine and software. Results of one
@@ -186,6 +209,8 @@ def train(
     if not isinstance(return_params, bool):
         raise ValueError(f"return_params must be True or False; got {return_params!r}.")
     stop_loss = _check_stop_loss(stop_loss)
+    check_int_range("record_every", record_every, 1)
+    record_every = int(record_every)
     i, j = _check_pair(pair, n)
 
     network = _make_network(setting, in_dim, out_dim)
@@ -193,6 +218,9 @@ def train(
     layers = _check_layers("layers", layers if layers is not None else setting.layers, num_hidden)
 
     steps = setting.steps
+    # A record_every beyond the run records step 0 only; clipping it keeps one program.
+    record_every = min(record_every, steps)
+    num_records = math.ceil(steps / record_every)
     if tracked is not None:
         tracked = _as_float_array("tracked", tracked, dtype)
         if tracked.ndim != 2 or tracked.shape[1] != in_dim or tracked.shape[0] < 2:
@@ -256,7 +284,9 @@ def train(
         matrix_layers=matrix_layers, num_mats=num_mats, final_slot=final_slot,
         return_params=return_params, unroll=unroll, replay_masks=masks is not None,
         data_axes=(0 if x_per_seed else None, 0 if y_per_seed else None),
-        stop_block=None if stop_loss is None else min(steps, _STOP_BLOCK),
+        record_every=record_every,
+        stop_block=None if stop_loss is None else
+        min(num_records, max(1, _STOP_BLOCK // record_every)),
     )
     lr = jnp.asarray(setting.lr, dtype)
     stop_arg = None if stop_loss is None else jnp.asarray(stop_loss, dtype)
@@ -305,7 +335,8 @@ def train(
     else:
         dx2, dy2 = q.squared_distance(x[i], x[j]), q.squared_distance(y[i], y[j])
     return Run(
-        h=out["h"], y=out["y"], w=out["w"], loss=out["loss"], e0=out["e0"],
+        h=out["h"], y=out["y"], w=out["w"], loss=out["loss"],
+        record_steps=jnp.arange(num_records, dtype=jnp.int32) * record_every, e0=out["e0"],
         status=out["status"], diverged_step=out["diverged_step"], stop_step=stop_step,
         seeds=jnp.asarray(seeds_host), dx2=dx2, dy2=dy2,
         hidden_matrices=out.get("hidden_matrices"), output_matrices=out.get("output_matrices"),
@@ -339,16 +370,17 @@ def _stack(trees):
 @functools.lru_cache(maxsize=64)
 def _chunk_program(*, in_dim, out_dim, setting, layers, matrix_layers, num_mats, final_slot,
                    return_params, unroll, replay_masks=False, data_axes=(None, None),
-                   stop_block=None):
+                   record_every=1, stop_block=None):
     """The jitted program that trains one chunk of seeds (cached per static configuration).
 
     ``data_axes``: the vmap axis of x and y (0 = one data set per seed, None = shared).
-    ``stop_block``: None for the plain scan, else the block length of the early-stopping loop.
+    ``record_every``: steps per record unit. ``stop_block``: None for the plain scan,
+    else the number of record units per block of the early-stopping loop.
     """
     network = _make_network(setting, in_dim, out_dim)
     statics = dict(network=network, setting=setting, layers=layers,
                    matrix_layers=matrix_layers, num_mats=num_mats,
-                   return_params=return_params, unroll=unroll)
+                   return_params=return_params, unroll=unroll, record_every=record_every)
     if stop_block is None:
         one = functools.partial(_train_one_seed, final_slot=final_slot, **statics)
         x_axis, y_axis = data_axes
@@ -374,15 +406,28 @@ def _chunk_program(*, in_dim, out_dim, setting, layers, matrix_layers, num_mats,
     return jax.jit(program, donate_argnums=0 if return_params else ())
 
 
-def _seed_stepper(x, y, k_shuffle, k_dropout, pair_idx, tracked, slot, lr, masks, stop_loss, *,
-                  network, setting, layers, matrix_layers, num_mats):
-    """(optimizer, step, matrices) of ONE seed: ``step(carry, t) -> (carry, records)``.
+class _Stepper(NamedTuple):
+    """The pure functions that train ONE seed (see :func:`_seed_stepper`)."""
 
-    carry = (params, opt_state, status, diverged_step, stop_step, mats). With
-    ``stop_loss`` (a traced scalar, or None for no early stopping) a seed whose recorded
-    loss at step t is below it stops there: ``stop_step = t`` and update t and all later
-    ones are skipped, like the freeze on divergence. Steps t >= ``setting.steps`` (the
-    padding of the last block of the early-stopping loop) change nothing.
+    carry0: Callable  # params -> the carry at step 0
+    unit: Callable  # (carry, r) -> (carry, records of step r·k): one record unit
+    matrices: Callable  # params -> (hidden, output) distance matrices of the tracked inputs
+    records_of: Callable  # params -> the records of these parameters
+
+
+def _seed_stepper(x, y, k_shuffle, k_dropout, pair_idx, tracked, slot, lr, masks, stop_loss, *,
+                  network, setting, layers, matrix_layers, num_mats, record_every, guard,
+                  unroll):
+    """The training of ONE seed as pure functions over its carry (a :class:`_Stepper`).
+
+    carry = (params, opt_state, status, diverged_step, stop_step, mats, order). A record
+    unit r runs steps t = r·k ... r·k + k − 1 (k = ``record_every``); its first step
+    records before its update. ``order`` is the epoch's minibatch order (None for full
+    batch), drawn at the first step of each epoch. With ``stop_loss`` (a traced scalar,
+    or None for no early stopping) a seed whose recorded loss at record step t is below
+    it stops there: ``stop_step = t`` and update t and all later ones are skipped, like
+    the freeze on divergence. With ``guard`` (static), steps t >= ``setting.steps`` (the
+    padding of the last record unit or block) change nothing.
     """
     if setting.optimizer == "sgd":
         optimizer = optax.sgd(lr)
@@ -411,21 +456,35 @@ def _seed_stepper(x, y, k_shuffle, k_dropout, pair_idx, tracked, slot, lr, masks
             loss=q.half_mse(out, y),
         )
 
+    def records_of(p):
+        return records(*network.apply(p, x, train=False))
+
     def matrices(p):
         out, hid = network.apply(p, tracked, train=False)
         return (jnp.stack([q.pairwise_squared_distances(hid[k]) for k in matrix_layers]),
                 q.pairwise_squared_distances(out))
 
-    def batch_of(t):
-        """Indices and validity mask of step t's minibatch (epoch reshuffled by its key)."""
-        epoch, b = t // batches_per_epoch, t % batches_per_epoch
-        perm = jax.random.permutation(jax.random.fold_in(k_shuffle, epoch), n)
-        perm = jnp.concatenate([perm, jnp.zeros(batches_per_epoch * batch_size - n, perm.dtype)])
-        idx = lax.dynamic_slice(perm, (b * batch_size,), (batch_size,))
+    def draw_order(order, t):
+        """The epoch's minibatch order: ``permutation(fold_in(k_shuffle, epoch), n)``,
+        padded to whole minibatches, drawn once at the epoch's first step."""
+        def draw(_):
+            perm = jax.random.permutation(jax.random.fold_in(k_shuffle, t // batches_per_epoch),
+                                          n).astype(jnp.int32)
+            return jnp.concatenate(
+                [perm, jnp.zeros(batches_per_epoch * batch_size - n, jnp.int32)])
+
+        # t is the scan's (unbatched) step counter, so under vmap this stays a real
+        # branch: the permutation (a sort of n keys) runs once per epoch, not per step.
+        return lax.cond(t % batches_per_epoch == 0, draw, lambda o: o, order)
+
+    def batch_of(order, t):
+        """Indices and validity mask of step t's minibatch within its epoch's order."""
+        b = t % batches_per_epoch
+        idx = lax.dynamic_slice(order, (b * batch_size,), (batch_size,))
         valid = b * batch_size + jnp.arange(batch_size) < n
         return idx, valid
 
-    def training_loss(p, t):
+    def training_loss(p, t, order):
         if shared_forward:
             out, hid = network.apply(p, x, train=False)
             return loss_scale * q.half_mse(out, y), (out, hid, hid)
@@ -433,7 +492,7 @@ def _seed_stepper(x, y, k_shuffle, k_dropout, pair_idx, tracked, slot, lr, masks
             xb, yb, scale = x, y, 1.0
             mask = None
         else:
-            idx, mask = batch_of(t)
+            idx, mask = batch_of(order, t)
             xb, yb = x[idx], y[idx]
             # Mean over the valid rows only: zero the padded rows, rescale the mean.
             scale = batch_size / jnp.sum(mask)
@@ -447,18 +506,18 @@ def _seed_stepper(x, y, k_shuffle, k_dropout, pair_idx, tracked, slot, lr, masks
             out, yb = out * m, yb * m
         return loss_scale * scale * q.half_mse(out, yb), (None, None, hid)
 
-    def step(carry, t):
-        params, opt_state, status, diverged_step, stop_step, mats = carry
-        (train_loss, (out, hid, train_hid)), grads = jax.value_and_grad(
-            training_loss, has_aux=True)(params, t)
-        if not shared_forward:
-            out, hid = network.apply(params, x, train=False)
-        rec = records(out, hid)
+    def begin(carry, t):
+        """The step's gradient, liveness and tracked matrices (before its update)."""
+        params, opt_state, status, diverged_step, stop_step, mats, order = carry
+        if batch_size is not None:
+            order = draw_order(order, t)
+        (train_loss, aux), grads = jax.value_and_grad(training_loss, has_aux=True)(
+            params, t, order)
         live = (status == Status.OK) & (stop_step == steps)
-        if stop_loss is not None:
+        if guard:
             live = live & (t < steps)
         if num_mats:
-            record_now = slot[t] >= 0 if stop_loss is None else (slot[t] >= 0) & (t < steps)
+            record_now = (slot[t] >= 0) & (t < steps) if guard else slot[t] >= 0
             mats = lax.cond(
                 record_now,
                 lambda m: jax.tree.map(lambda buf, new: buf.at[slot[t]].set(new), m,
@@ -474,17 +533,13 @@ def _seed_stepper(x, y, k_shuffle, k_dropout, pair_idx, tracked, slot, lr, masks
         # factors aside, which makes the next step's loss non-finite) — with no extra pass
         # over the weights, and the update and the freeze fuse into one elementwise loop.
         bias_grads = [b for _, b in network.to_layers(grads)]
-        # The records themselves too: finite activations can still overflow a squared
-        # distance (h, y, w), and a seed must never be OK with non-finite records.
-        finite = (jnp.isfinite(rec["loss"]) & jnp.isfinite(train_loss)
-                  & _all_finite(bias_grads) & _all_finite(train_hid)
-                  & _all_finite([rec["h"], rec["y"], rec["w"]]))
-        if stop_loss is not None:
-            # Reaching the target stops the seed before this update (and takes precedence:
-            # a stopped seed makes no update, so none can diverge) — with finite records.
-            reached = live & finite & (rec["loss"] < stop_loss)
-            stop_step = jnp.where(reached, t, stop_step)
-            live = live & ~reached
+        finite = jnp.isfinite(train_loss) & _all_finite(bias_grads) & _all_finite(aux[2])
+        return (params, opt_state, status, diverged_step, stop_step, mats, order), grads, \
+            aux, live, finite
+
+    def end(carry, t, grads, live, finite):
+        """Apply the update of a live seed whose step is finite; freeze one that failed."""
+        params, opt_state, status, diverged_step, stop_step, mats, order = carry
         # A seed that was running and now fails freezes here; a frozen seed stays frozen.
         accept = live & finite
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
@@ -494,45 +549,79 @@ def _seed_stepper(x, y, k_shuffle, k_dropout, pair_idx, tracked, slot, lr, masks
         newly = live & ~finite
         diverged_step = jnp.where(newly, t, diverged_step)
         status = jnp.where(newly, jnp.int32(Status.DIVERGED), status)
-        return (params, opt_state, status, diverged_step, stop_step, mats), rec
+        return params, opt_state, status, diverged_step, stop_step, mats, order
 
-    return optimizer, step, matrices
+    def record_step(carry, t):
+        carry, grads, (out, hid, _), live, finite = begin(carry, t)
+        params, opt_state, status, diverged_step, stop_step, mats, order = carry
+        if not shared_forward:
+            out, hid = network.apply(params, x, train=False)
+        rec = records(out, hid)
+        # The records themselves too: finite activations can still overflow a squared
+        # distance (h, y, w), and a seed must never be OK with non-finite records.
+        finite = finite & jnp.isfinite(rec["loss"]) & _all_finite([rec["h"], rec["y"], rec["w"]])
+        if stop_loss is not None:
+            # Reaching the target stops the seed before this update (and takes precedence:
+            # a stopped seed makes no update, so none can diverge) — with finite records.
+            reached = live & finite & (rec["loss"] < stop_loss)
+            stop_step = jnp.where(reached, t, stop_step)
+            live = live & ~reached
+        carry = (params, opt_state, status, diverged_step, stop_step, mats, order)
+        return end(carry, t, grads, live, finite), rec
 
+    def plain_step(carry, t):
+        carry, grads, _, live, finite = begin(carry, t)
+        return end(carry, t, grads, live, finite), None
 
-def _initial_carry(params, optimizer, x, tracked, *, setting, matrix_layers, num_mats):
-    """The step carry of one seed at step 0: running, nothing recorded yet."""
-    if num_mats:
-        n_t = tracked.shape[0]
-        mats0 = (jnp.zeros((num_mats, len(matrix_layers), n_t, n_t), x.dtype),
-                 jnp.zeros((num_mats, n_t, n_t), x.dtype))
-    else:
-        mats0 = None
-    steps = jnp.int32(setting.steps)
-    return (params, optimizer.init(params), jnp.int32(Status.OK), steps, steps, mats0)
+    def unit(carry, r):
+        if record_every == 1:
+            return record_step(carry, r)
+        t0 = r * record_every
+        carry, rec = record_step(carry, t0)
+        carry, _ = lax.scan(plain_step, carry,
+                            t0 + jnp.arange(1, record_every, dtype=jnp.int32), unroll=unroll)
+        return carry, rec
+
+    def carry0(params):
+        if num_mats:
+            n_t = tracked.shape[0]
+            mats0 = (jnp.zeros((num_mats, len(matrix_layers), n_t, n_t), x.dtype),
+                     jnp.zeros((num_mats, n_t, n_t), x.dtype))
+        else:
+            mats0 = None
+        order0 = None if batch_size is None else \
+            jnp.zeros(batches_per_epoch * batch_size, jnp.int32)
+        last = jnp.int32(steps)
+        return (params, optimizer.init(params), jnp.int32(Status.OK), last, last, mats0, order0)
+
+    return _Stepper(carry0=carry0, unit=unit, matrices=matrices, records_of=records_of)
 
 
 def _train_one_seed(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot, lr, masks, *,
                     network, setting, layers, matrix_layers, num_mats, final_slot,
-                    return_params, unroll):
-    """Train ONE seed for ``setting.steps`` steps from ``params`` in one ``lax.scan``.
+                    return_params, unroll, record_every):
+    """Train ONE seed for ``setting.steps`` steps from ``params`` in one ``lax.scan`` over
+    its record units.
 
     Vmapped over the seeds (and per-seed data) by the caller.
     """
-    statics = dict(network=network, setting=setting, layers=layers,
-                   matrix_layers=matrix_layers, num_mats=num_mats)
-    optimizer, step, matrices = _seed_stepper(x, y, k_shuffle, k_dropout, pair_idx, tracked,
-                                              slot, lr, masks, None, **statics)
-    carry0 = _initial_carry(params, optimizer, x, tracked, setting=setting,
-                            matrix_layers=matrix_layers, num_mats=num_mats)
-    (params, _, status, diverged_step, _, mats), rec = lax.scan(
-        step, carry0, jnp.arange(setting.steps, dtype=jnp.int32), unroll=unroll)
+    steps = setting.steps
+    num_records = math.ceil(steps / record_every)
+    st = _seed_stepper(x, y, k_shuffle, k_dropout, pair_idx, tracked, slot, lr, masks, None,
+                       network=network, setting=setting, layers=layers,
+                       matrix_layers=matrix_layers, num_mats=num_mats,
+                       record_every=record_every, guard=num_records * record_every != steps,
+                       unroll=unroll)
+    (params, _, status, diverged_step, _, mats, _), rec = lax.scan(
+        st.unit, st.carry0(params), jnp.arange(num_records, dtype=jnp.int32),
+        unroll=unroll if record_every == 1 else 1)
 
     result = dict(h=rec["h"], y=rec["y"], w=rec["w"], loss=rec["loss"], e0=rec["e0"][0],
                   status=status, diverged_step=diverged_step)
     if num_mats:
         if final_slot >= 0:
             mats = jax.tree.map(lambda buf, new: buf.at[final_slot].set(new), mats,
-                                matrices(params))
+                                st.matrices(params))
         result["hidden_matrices"], result["output_matrices"] = mats
     if return_params:
         result["params"] = params
@@ -541,53 +630,66 @@ def _train_one_seed(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot,
 
 def _train_chunk_until_stopped(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot,
                                mat_times, lr, stop_loss, masks, *, data_axes, network, setting,
-                               layers, matrix_layers, num_mats, return_params, unroll, block):
-    """Train a chunk of seeds with early stopping: blocks of ``block`` steps until all are done.
+                               layers, matrix_layers, num_mats, return_params, unroll,
+                               record_every, block):
+    """Train a chunk of seeds with early stopping: blocks of ``block`` record units until
+    all are done.
 
-    Each block is a ``lax.scan`` of the one-seed step, vmapped over the seeds; a
+    Each block is a ``lax.scan`` of the one-seed record unit, vmapped over the seeds; a
     ``lax.while_loop`` over blocks ends once every seed has stopped, diverged or reached
     ``setting.steps``. (The loop runs over the vmapped block rather than vmapping a
-    one-seed while loop: the batched loop would re-select the whole [steps, ...] record
-    buffers every block.) Records go into preallocated [T, ...] buffers; a seed frozen
-    at step t (stop or divergence) then has every later record, and every matrix of a
-    step >= t, set to those of its frozen parameters, exactly as the plain scan records.
+    one-seed while loop: the batched loop would re-select the whole [T', ...] record
+    buffers every block.) Records go into preallocated [T', ...] buffers; a seed frozen
+    at step t (stop or divergence) then has every record of a step >= t, and every
+    matrix of a step >= t, set to those of its frozen parameters, exactly as the plain
+    scan records.
     """
     steps = setting.steps
-    statics = dict(network=network, setting=setting, layers=layers,
-                   matrix_layers=matrix_layers, num_mats=num_mats)
+    k = record_every
+    num_records = math.ceil(steps / k)
     x_axis, y_axis = data_axes
 
     def stepper(xs, ys, ks, kd):
         return _seed_stepper(xs, ys, ks, kd, pair_idx, tracked, slot, lr, masks, stop_loss,
-                             **statics)
+                             network=network, setting=setting, layers=layers,
+                             matrix_layers=matrix_layers, num_mats=num_mats, record_every=k,
+                             guard=True, unroll=unroll)
 
     def start(p, xs, ys, ks, kd):
-        optimizer, _, _ = stepper(xs, ys, ks, kd)
-        return _initial_carry(p, optimizer, xs, tracked, setting=setting,
-                              matrix_layers=matrix_layers, num_mats=num_mats)
+        return stepper(xs, ys, ks, kd).carry0(p)
 
-    def run_block(carry, t0, xs, ys, ks, kd):
-        _, step, _ = stepper(xs, ys, ks, kd)
-        return lax.scan(step, carry, t0 + jnp.arange(block, dtype=jnp.int32), unroll=unroll)
+    def run_block(carry, r0, xs, ys, ks, kd):
+        return lax.scan(stepper(xs, ys, ks, kd).unit, carry,
+                        r0 + jnp.arange(block, dtype=jnp.int32),
+                        unroll=unroll if k == 1 else 1)
 
-    def finish(carry, rec, xs, ys, ks, kd):
-        _, _, matrices = stepper(xs, ys, ks, kd)
-        params, _, status, diverged_step, stop_step, mats = carry
+    def finish(carry, rec, units_run, xs, ys, ks, kd):
+        st = stepper(xs, ys, ks, kd)
+        params, _, status, diverged_step, stop_step, mats, _ = carry
         end = jnp.minimum(diverged_step, stop_step)
-        after = jnp.arange(steps) >= end
-        rec = {k: v[:steps] for k, v in rec.items()}
-        frozen_at = jnp.minimum(end, steps - 1)
-        rec = {k: jnp.where(after.reshape((-1,) + (1,) * (v.ndim - 1)), v[frozen_at], v)
-               for k, v in rec.items()}
+        # Records from the first record step >= end on are those of the frozen parameters.
+        first_after = (end + (k - 1)) // k
+        after = jnp.arange(num_records) >= first_after
+        rec = {key: v[:num_records] for key, v in rec.items()}
+        at = jnp.minimum(first_after, num_records - 1)
+        frozen = {key: v[at] for key, v in rec.items()}
+        if k > 1:
+            # A seed that froze between records in the loop's last block may have its
+            # next record in a block that never ran: take it from the frozen parameters.
+            computed = first_after < units_run
+            fresh = st.records_of(params)
+            frozen = {key: jnp.where(computed, v, fresh[key]) for key, v in frozen.items()}
+        rec = {key: jnp.where(after.reshape((-1,) + (1,) * (v.ndim - 1)), frozen[key], v)
+               for key, v in rec.items()}
         result = dict(h=rec["h"], y=rec["y"], w=rec["w"], loss=rec["loss"], e0=rec["e0"][0],
                       status=status, diverged_step=diverged_step, stop_step=stop_step)
         if num_mats:
-            frozen = matrices(params)
+            new = st.matrices(params)
             late = mat_times >= end
             mats = jax.tree.map(
-                lambda buf, new: jnp.where(late.reshape((-1,) + (1,) * (buf.ndim - 1)), new,
-                                           buf),
-                mats, frozen)
+                lambda buf, frozen_mat: jnp.where(
+                    late.reshape((-1,) + (1,) * (buf.ndim - 1)), frozen_mat, buf),
+                mats, new)
             result["hidden_matrices"], result["output_matrices"] = mats
         if return_params:
             result["params"] = params
@@ -601,27 +703,29 @@ def _train_chunk_until_stopped(params, k_shuffle, k_dropout, x, y, pair_idx, tra
         jax.tree.map(lambda a: a[0], carry), _first(x, x_axis), _first(y, y_axis),
         k_shuffle[0], k_dropout[0])
     num_seeds = k_shuffle.shape[0]
-    padded_steps = math.ceil(steps / block) * block
-    bufs = {k: jnp.zeros((num_seeds, padded_steps) + s.shape[1:], s.dtype)
-            for k, s in rec_shapes.items()}
+    padded_records = math.ceil(num_records / block) * block
+    bufs = {key: jnp.zeros((num_seeds, padded_records) + s.shape[1:], s.dtype)
+            for key, s in rec_shapes.items()}
     batched_block = jax.vmap(run_block, in_axes=(0, None) + data_in)
 
     def running(carry):
-        _, _, status, _, stop_step, _ = carry
+        status, stop_step = carry[2], carry[4]
         return jnp.any((status == Status.OK) & (stop_step == steps))
 
     def cond(state):
-        carry, _, t0 = state
-        return (t0 < steps) & running(carry)
+        carry, _, r0 = state
+        return (r0 < num_records) & running(carry)
 
     def body(state):
-        carry, bufs, t0 = state
-        carry, rec = batched_block(carry, t0, x, y, k_shuffle, k_dropout)
-        bufs = {k: lax.dynamic_update_slice_in_dim(bufs[k], rec[k], t0, axis=1) for k in bufs}
-        return carry, bufs, t0 + block
+        carry, bufs, r0 = state
+        carry, rec = batched_block(carry, r0, x, y, k_shuffle, k_dropout)
+        bufs = {key: lax.dynamic_update_slice_in_dim(bufs[key], rec[key], r0, axis=1)
+                for key in bufs}
+        return carry, bufs, r0 + block
 
-    carry, bufs, _ = lax.while_loop(cond, body, (carry, bufs, jnp.int32(0)))
-    return jax.vmap(finish, in_axes=(0, 0) + data_in)(carry, bufs, x, y, k_shuffle, k_dropout)
+    carry, bufs, units_run = lax.while_loop(cond, body, (carry, bufs, jnp.int32(0)))
+    return jax.vmap(finish, in_axes=(0, 0, None) + data_in)(carry, bufs, units_run, x, y,
+                                                            k_shuffle, k_dropout)
 
 
 def _first(a, axis):

@@ -178,3 +178,30 @@ def test_ctrl_c_exits_130_without_traceback_or_finished_looking_files(tmp_path):
     assert stderr.strip().splitlines()[-1].strip() == "rsd: interrupted", stderr
     assert not list(out.rglob("*.png")) and not list(out.rglob("*partial*"))
     assert not (out / "two-points").exists()
+
+
+def test_ctrl_c_inside_a_gc_callback_is_deferred_not_lost(monkeypatch):
+    """A KeyboardInterrupt raised inside a garbage-collector callback or __del__ is
+    swallowed by Python; the handler sends the signal again instead of raising there."""
+    import inspect
+    import threading
+
+    sent = threading.Event()
+    calls = []
+
+    def fake_kill(pid, sig):
+        calls.append((pid, sig))
+        sent.set()
+
+    monkeypatch.setattr(cli.os, "kill", fake_kill)
+
+    def _xla_gc_callback():
+        return inspect.currentframe()
+
+    def ordinary():
+        return inspect.currentframe()
+
+    cli._on_sigint(signal.SIGINT, _xla_gc_callback())  # no raise: deferred
+    assert sent.wait(5) and calls == [(os.getpid(), signal.SIGINT)]
+    with pytest.raises(KeyboardInterrupt):
+        cli._on_sigint(signal.SIGINT, ordinary())

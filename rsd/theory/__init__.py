@@ -26,6 +26,7 @@ from ._linearized import (
     solve_linearized,
 )
 from ._pairwise import matrix_correlation, predicted_distance_matrix, structure_prediction
+from ._predicted import PredictedRates, predicted_rates
 from ._solve import Solution, Status, solve
 
 __all__ = [
@@ -52,4 +53,6 @@ __all__ = [
     "predicted_distance_matrix",
     "structure_prediction",
     "matrix_correlation",
+    "PredictedRates",
+    "predicted_rates",
 ]

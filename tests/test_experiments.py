@@ -227,7 +227,7 @@ def test_configs_validate_and_sizes_differ():
     assert (s.lr, s.steps, s.width, s.depth) == (0.01, 3000, 500, 20)
 
 
-SUMMARY_LINES = {"xor": "same/diff measured", "context": "context variance",
+SUMMARY_LINES = {"predicted_rates": "pred/fit", "xor": "same/diff measured", "context": "context variance",
                  "mnist-trajectory": "test accuracy",
                  "mnist-structure": "Pearson r, prediction vs measured"}
 
@@ -237,7 +237,8 @@ def outcome_summary_line(stem):
     return {"quickstart": "eta_mean", "two_points": "eta_mean", "final_distance": "pearson r", "depth": "best layer",
             "alternatives": "best-fit loss", "xor": SUMMARY_LINES["xor"], "context": SUMMARY_LINES["context"],
             "mnist_trajectory": SUMMARY_LINES["mnist-trajectory"],
-            "mnist_structure": SUMMARY_LINES["mnist-structure"]}[stem]
+            "mnist_structure": SUMMARY_LINES["mnist-structure"],
+            "predicted_rates": SUMMARY_LINES["predicted_rates"]}[stem]
 
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))

@@ -7,7 +7,7 @@ Sizes: ``SIZES`` ("tiny", "quick", "paper").
 """
 
 from . import (alternatives, context, depth, final_distance, mnist_structure, mnist_trajectory,
-               theory_demo, two_point_fit, two_points, xor)
+               predicted_rates, theory_demo, two_point_fit, two_points, xor)
 from ._common import SIZES
 from ._driver import Outcome, make_config, prepare_output, reproduce, run_experiment
 
@@ -18,6 +18,7 @@ REGISTRY = {
     "final-distance": final_distance,
     "depth": depth,
     "alternatives": alternatives,
+    "predicted-rates": predicted_rates,
     "xor": xor,
     "context": context,
     "mnist-trajectory": mnist_trajectory,
@@ -25,8 +26,8 @@ REGISTRY = {
 }
 """Every experiment by name, in the order they run (a dependency before its users)."""
 
-REPRODUCE = ("two-points", "final-distance", "depth", "alternatives", "xor", "context",
-             "mnist-trajectory", "mnist-structure")
+REPRODUCE = ("two-points", "final-distance", "depth", "alternatives", "predicted-rates", "xor",
+             "context", "mnist-trajectory", "mnist-structure")
 """The paper's experiments that ``rsd reproduce`` runs by default."""
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "final_distance",
     "mnist_structure",
     "mnist_trajectory",
+    "predicted_rates",
     "theory_demo",
     "two_point_fit",
     "two_points",

@@ -1,0 +1,317 @@
+"""Effective rates predicted from the network's own gradient step, against the fitted ones.
+
+Per row of the 2-points table (the two-point protocol, DESIGN.md §6: SGD at the table's
+lr / 2 for 2·n_epochs steps): each seed is trained in equal segments, so its parameters
+are at hand at checkpoints 0 = c_0 < c_1 < … < c_M = T; at each checkpoint
+``rsd.theory.predicted_rates`` reads (η_h, η_y, η_ȳ) off one SGD step of those
+parameters (docs/predicted-rates.md). The whole trajectory is fitted as in
+``two-points``. Compared per seed: the prediction at step 0, and the median of the
+predictions at the interior checkpoints c_1 … c_{M−1} ("along training"), each
+divided by the fitted rate; and the theory run at the along-training prediction
+against the measured h, y, w (R²), next to the fitted rates' R².
+
+SGD has no optimizer state, so continuing a full-batch run from its parameters is the
+same run: the segments concatenate to the unsegmented trajectory (a test checks it).
+The "adam" row is left out (its step is not lr·gradient and a segment would restart
+Adam's moments); the dropout row's segments each replay the same dropout-key sequence
+(a valid dropout run, not the unsegmented one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._validation import check_int_range, check_real
+from .. import data, networks, theory, training
+from . import _common as c
+
+__all__ = ["Config", "Result", "RowResult", "ROWS", "run", "plot", "metrics", "arrays", "summary",
+           "describe", "train_segments"]
+
+ROWS = tuple(r for r in training.paper_names("2_points") if r != "adam")
+"""Every two-point row but "adam" (the prediction assumes an SGD step)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """``width``: a cap on the rows' widths (None = the table's); ``depth``/``steps``
+    None = the table's depth and 2·n_epochs; ``cnn_depth``: the CNN row's depth.
+    ``checkpoints``: M, the number of training segments (predictions at M + 1 steps)."""
+
+    rows: tuple[str, ...] = ROWS
+    seeds: int = 4
+    width: int | None = 128
+    depth: int | None = None
+    cnn_depth: int | None = 4
+    steps: int | None = None
+    checkpoints: int = 8
+    max_final_loss: float = 1e-2
+
+    def __post_init__(self):
+        c.check_rows("rows", self.rows, ROWS)
+        check_int_range("seeds", self.seeds, 1)
+        for name in ("width", "depth", "cnn_depth", "steps"):
+            if getattr(self, name) is not None:
+                check_int_range(name, getattr(self, name), 3 if name == "steps" else 1)
+        check_int_range("checkpoints", self.checkpoints, 2)
+        if self.steps is not None and self.steps < self.checkpoints:
+            raise ValueError(f"steps must be >= checkpoints ({self.checkpoints}); got {self.steps}.")
+        check_real("max_final_loss", self.max_final_loss, lo=0.0, lo_open=True)
+
+    @classmethod
+    def for_size(cls, size: str) -> "Config":
+        c.check_size(size)
+        if size == "paper":
+            return cls(seeds=50, width=None, cnn_depth=None)
+        if size == "tiny":
+            return cls(rows=("default", "tanh"), seeds=2, width=16, depth=4, steps=2000,
+                       checkpoints=4)
+        # A CPU budget of about two minutes: the rows that span the regimes and
+        # architectures most cheaply (the CNN's convolutions are slow on a CPU).
+        return cls(rows=("default", "shallow", "narrow", "linear", "tanh", "two_layer"))
+
+    def setting(self, row: str) -> training.Setting:
+        return c.two_point_setting(row, width=self.width, depth=self.depth, steps=self.steps,
+                                   cnn_depth=self.cnn_depth)
+
+
+@dataclass(frozen=True)
+class RowResult:
+    row: str
+    setting: training.Setting
+    measured: np.ndarray  # [S, T, 3]
+    loss: np.ndarray  # [S, T]
+    trained: np.ndarray  # [S]
+    fits: c.SeedFits
+    kept: np.ndarray  # [S] trained, final loss <= max_final_loss, fit OK
+    checkpoint_steps: np.ndarray  # [M + 1]
+    predicted: np.ndarray  # [S, M + 1, 3] (η_h, η_y, η_ȳ) at each checkpoint
+    predicted_along: np.ndarray  # [S, 3] median over the interior checkpoints
+    theory_predicted: np.ndarray  # [S, T, 3] the theory at the along-training prediction
+    r2_predicted: np.ndarray  # [S, 3]
+    dx2: float
+    dy2: float
+
+
+@dataclass(frozen=True)
+class Result:
+    config: Config
+    rows: tuple[RowResult, ...]
+
+
+def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> Result:
+    del upstream
+    rows = [run_row(config, row) for row in
+            c.progress_bar(config.rows, desc="predicted-rates rows", enabled=progress)]
+    return Result(config=config, rows=tuple(rows))
+
+
+def _network(setting, in_dim, out_dim):
+    return networks.make_network(setting.architecture, activation=setting.activation,
+                                 width=setting.width, depth=setting.depth, gain=setting.gain,
+                                 in_dim=in_dim, out_dim=out_dim, dropout_rate=setting.dropout_rate)
+
+
+def train_segments(setting: training.Setting, x, y, seeds: int, checkpoints: int):
+    """Train ``seeds`` seeds (0 … seeds − 1) of ``setting`` in ``checkpoints`` segments.
+
+    Each seed starts from ``network.init(k_init)`` with ``train``'s documented key
+    (split(fold_in(key(0), s), 3)[0]); segment m continues from segment m − 1's final
+    parameters. Returns (records dict of [S, T] arrays h, y, w, loss, e0 [S], status
+    [S], checkpoint steps [M + 1], params: a list of M + 1 parameter pytrees with a
+    leading seed axis).
+    """
+    network = _network(setting, x.shape[-1], y.shape[-1])
+    steps = setting.steps
+    length = steps // checkpoints
+    bounds = [m * length for m in range(checkpoints)] + [steps]
+    keys = jax.vmap(lambda s: jax.random.split(jax.random.fold_in(jax.random.key(0), s), 3)[0])(
+        jnp.arange(seeds, dtype=jnp.uint32))
+    params = jax.vmap(network.init)(keys)
+    snapshots = [params]
+    parts, status, e0 = [], None, None
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        run = training.train(setting.replace(steps=stop - start), x, y, seeds=range(seeds),
+                             init_params=network.to_layers(params), return_params=True)
+        params = run.params
+        snapshots.append(params)
+        parts.append(run)
+        e0 = run.e0 if e0 is None else e0
+        # A seed that diverged in any segment stays marked.
+        ok = np.asarray(run.status) == training.Status.OK
+        status = ok if status is None else status & ok
+    rec = {k: np.concatenate([np.asarray(getattr(p, k)) for p in parts], axis=1)
+           for k in ("y", "w", "loss")}
+    rec["h"] = np.concatenate([np.asarray(p.h[..., 0]) for p in parts], axis=1)
+    rec["e0"] = np.asarray(e0)
+    return rec, status, np.asarray(bounds), snapshots, network
+
+
+def _r2(theory_z, measured):
+    """1 − SS_res/SS_tot per seed and component over time (as the fits report it)."""
+    resid = theory_z - measured
+    dev = measured - measured.mean(axis=1, keepdims=True)
+    ss_tot = np.sum(dev * dev, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ss_tot > 0, 1.0 - np.sum(resid * resid, axis=1) / ss_tot, np.nan)
+
+
+def run_row(config: Config, row: str) -> RowResult:
+    setting = config.setting(row)
+    x, y = data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim, out_dim=setting.out_dim)
+    rec, trained, bounds, snapshots, network = train_segments(setting, x, y, config.seeds,
+                                                              config.checkpoints)
+    dx2, dy2 = float(setting.dx2), float(setting.dy2)
+    fits = c.fit_seeds(rec["h"], rec["y"], rec["w"], rec["loss"], rec["e0"], dx2, dy2, trained)
+    kept = fits.ok & (rec["loss"][:, -1] <= config.max_final_loss)
+
+    layer = setting.layers[0]
+
+    @jax.jit
+    def predict(params):
+        p = jax.vmap(lambda q: theory.predicted_rates(network, q, x, y, layer=layer,
+                                                      lr=setting.lr, loss=setting.loss))(params)
+        return jnp.stack([p.eta_h, p.eta_y, p.eta_mean], -1)
+
+    predicted = np.stack([np.asarray(predict(p)) for p in snapshots], axis=1)  # [S, M+1, 3]
+    with np.errstate(all="ignore"):
+        interior = predicted[:, 1:-1]
+        finite = np.isfinite(interior)
+        along = np.where(finite.any(axis=1),
+                         np.nanmedian(np.where(finite, interior, np.nan), axis=1), np.nan)
+    measured = np.stack([rec["h"], rec["y"], rec["w"]], -1)
+    ts = np.arange(setting.steps, dtype=float)
+    curves = c.theory_curves(measured[:, 0], ts, along[:, 0], along[:, 1], dx2, dy2)
+    r2_pred = _r2(curves, measured)
+    return RowResult(row=row, setting=setting, measured=measured, loss=rec["loss"], trained=trained,
+                     fits=fits, kept=kept, checkpoint_steps=bounds, predicted=predicted,
+                     predicted_along=along, theory_predicted=curves, r2_predicted=r2_pred,
+                     dx2=dx2, dy2=dy2)
+
+
+def row_metrics(r: RowResult) -> dict[str, float]:
+    k = r.kept
+    out = {}
+    fitted = np.stack([r.fits.eta_h, r.fits.eta_y], -1)
+    with np.errstate(all="ignore"):
+        along = r.predicted_along[:, :2] / fitted
+        step0 = r.predicted[:, 0, :2] / fitted
+    for i, name in enumerate(("eta_h", "eta_y")):
+        out[f"{name}_ratio"] = c.median_or_nan(along[k, i])
+        out[f"{name}_ratio_step0"] = c.median_or_nan(step0[k, i])
+    for i, name in enumerate("hyw"):
+        out[f"r2_{name}_predicted"] = c.median_or_nan(r.r2_predicted[k, i])
+        out[f"r2_{name}_fitted"] = c.median_or_nan(r.fits.r2[k, i])
+    out["kept"] = int(k.sum())
+    out["seeds"] = int(k.size)
+    return out
+
+
+def metrics(result: Result) -> dict[str, float]:
+    return {f"{r.row}/{key}": value for r in result.rows for key, value in row_metrics(r).items()}
+
+
+def arrays(result: Result) -> dict[str, np.ndarray]:
+    out = {}
+    for r in result.rows:
+        p = r.row + "/"
+        out.update({p + "measured": r.measured.astype(np.float32), p + "loss": r.loss.astype(np.float32),
+                    p + "trained": r.trained, p + "kept": r.kept, p + "eta_h": r.fits.eta_h,
+                    p + "eta_y": r.fits.eta_y, p + "eta_mean": r.fits.eta_mean, p + "r2": r.fits.r2,
+                    p + "fit_status": r.fits.status, p + "checkpoint_steps": r.checkpoint_steps,
+                    p + "predicted": r.predicted, p + "predicted_along": r.predicted_along,
+                    p + "theory_predicted": r.theory_predicted.astype(np.float32),
+                    p + "r2_predicted": r.r2_predicted, p + "dx2": np.float64(r.dx2),
+                    p + "dy2": np.float64(r.dy2)})
+    return out
+
+
+def summary(result: Result) -> str:
+    m = metrics(result)
+    lines = [f"{'row':>10} {'kept':>7} {'η_h pred/fit':>13} {'(step 0)':>10} {'η_y pred/fit':>13} "
+             f"{'(step 0)':>10} {'R² h,y,w predicted':>22} {'R² h,y,w fitted':>22}"]
+    for r in result.rows:
+        g = lambda k: m[f"{r.row}/{k}"]  # noqa: E731
+        lines.append(
+            f"{r.row:>10} {g('kept'):>3}/{g('seeds'):<3} {g('eta_h_ratio'):>13.3g} "
+            f"{g('eta_h_ratio_step0'):>10.3g} {g('eta_y_ratio'):>13.3g} {g('eta_y_ratio_step0'):>10.3g} "
+            f"{g('r2_h_predicted'):>7.3f},{g('r2_y_predicted'):>6.3f},{g('r2_w_predicted'):>6.3f}   "
+            f"{g('r2_h_fitted'):>7.3f},{g('r2_y_fitted'):>6.3f},{g('r2_w_fitted'):>6.3f}")
+    return "\n".join(lines)
+
+
+def describe(config: Config) -> str:
+    s = config.setting(config.rows[0])
+    width = "the table's widths" if config.width is None else f"widths capped at {config.width}"
+    depth = "the table's depths" if config.depth is None else f"depth {config.depth}"
+    if config.cnn_depth is not None and "cnn" in config.rows:
+        depth += f" (the CNN at depth {config.cnn_depth})"
+    return (f"{len(config.rows)} rows of the 2-points table ({', '.join(config.rows)}), "
+            f"{config.seeds} seeds each, {width}, {depth}, SGD at table lr / 2 for "
+            f"{'2·n_epochs' if config.steps is None else config.steps} steps (e.g. {s.steps}), "
+            f"trained in {config.checkpoints} equal segments. Predicted rates "
+            "(rsd.theory.predicted_rates, docs/predicted-rates.md) at each segment boundary; "
+            "'along training' is the median over the interior boundaries. Ratios are "
+            "predicted / fitted, median over the seeds with final loss ≤ "
+            f"{config.max_final_loss:g} and a converged fit; R² of the theory at the "
+            "along-training prediction against the measured h, y, w. No reference numbers "
+            "exist: the paper fits its rates and names predicting them as an open problem.")
+
+
+def plot(result: Result) -> dict:
+    import matplotlib.pyplot as plt
+
+    figs = {}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for i, (ax, name) in enumerate(zip(axes, ("η_h", "η_y"))):
+        lo, hi = np.inf, -np.inf
+        for j, r in enumerate(result.rows):
+            fitted = (r.fits.eta_h, r.fits.eta_y)[i]
+            k = r.kept & np.isfinite(fitted)
+            color = f"C{j % 10}"
+            for values, marker, label in ((r.predicted_along[:, i], "o", r.row),
+                                          (r.predicted[:, 0, i], "x", None)):
+                ok = k & np.isfinite(values) & (values > 0)
+                ax.scatter(fitted[ok], values[ok], marker=marker, s=18, color=color, label=label)
+                if ok.any():
+                    lo = min(lo, fitted[ok].min(), values[ok].min())
+                    hi = max(hi, fitted[ok].max(), values[ok].max())
+        if np.isfinite(lo):
+            ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel(f"fitted {name} per step")
+        ax.set_ylabel(f"predicted {name}")
+        ax.set_title(f"{name}: along training (o), step 0 (x, positive only)")
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    figs["scatter"] = fig
+
+    r = result.rows[0]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    ax = axes[0]
+    for s in range(min(4, r.predicted.shape[0])):
+        for i, (name, fitted) in enumerate((("η_h", r.fits.eta_h), ("η_y", r.fits.eta_y))):
+            ax.plot(r.checkpoint_steps, r.predicted[s, :, i] / fitted[s], f"C{i}.-",
+                    label=name if s == 0 else None, alpha=0.7)
+    ax.axhline(1, color="k", lw=0.8)
+    ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_xlabel("step")
+    ax.set_title(f"{r.row}: predicted / fitted along training")
+    ax.legend(fontsize=7)
+    fitted_curves = c.theory_curves(r.measured[:, 0], np.arange(r.measured.shape[1], dtype=float),
+                                    r.fits.eta_h, r.fits.eta_y, r.dx2, r.dy2)
+    for i, (ax, name) in enumerate(zip(axes[1:], ("h", "y", "w"))):
+        ax.plot(r.measured[0, :, i], "k-", lw=1.5, label="network")
+        ax.plot(fitted_curves[0, :, i], "C0--", label="theory, fitted rates")
+        ax.plot(r.theory_predicted[0, :, i], "C3:", lw=1.5, label="theory, predicted rates")
+        ax.set_title(f"{name} (seed 0)")
+        ax.set_xlabel("step")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    figs["trajectories"] = fig
+    return figs

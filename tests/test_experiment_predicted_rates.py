@@ -1,0 +1,127 @@
+"""The predicted-rates experiment end to end at the tiny size, through the real code.
+
+The session fixture (conftest, one tiny ``rsd reproduce``) writes the files; the tests
+recompute the metrics from the saved arrays with numpy, the theory at the predicted
+rates with scipy, and check that training in segments is the unsegmented run.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+from rsd import data, training
+from rsd.experiments import predicted_rates as pr
+
+NAME = "predicted-rates"
+
+
+@pytest.fixture(scope="module")
+def saved(reproduced_tiny):
+    folder = reproduced_tiny / NAME
+    with np.load(folder / "result.npz") as f:
+        arrays = {k.replace("__", "/"): f[k] for k in f.files}
+    return arrays, json.loads((folder / "metrics.json").read_text())
+
+
+def _field(t, z, eta_h, eta_y, dx2, dy2):
+    """DESIGN.md §1's 3-D system, written out independently of rsd."""
+    h, y, w = z
+    return [-eta_h * dx2 * w,
+            -w * (eta_y * h + eta_h * dx2 * y / h),
+            -0.5 * eta_y * (3 * w - y + dy2) * h - 0.5 * eta_h * dx2 * (y + w) * w / h]
+
+
+def test_metric_names_are_the_promised_ones(saved):
+    _, m = saved
+    for row in pr.Config.for_size("tiny").rows:
+        for key in ("eta_h_ratio", "eta_y_ratio", "r2_h_predicted", "r2_y_predicted", "r2_w_predicted"):
+            assert f"{row}/{key}" in m
+
+
+def test_ratios_are_medians_of_predicted_over_fitted(saved):
+    a, m = saved
+    rows = pr.Config.for_size("tiny").rows
+    assert any(a[f"{row}/kept"].any() for row in rows)
+    for row in rows:
+        kept = a[f"{row}/kept"]
+        predicted = a[f"{row}/predicted"]  # [S, M + 1, 3]
+        # "along training": the median over the interior checkpoints, recomputed
+        interior = predicted[:, 1:-1]
+        np.testing.assert_allclose(a[f"{row}/predicted_along"], np.nanmedian(interior, axis=1),
+                                   rtol=1e-12)
+        for i, name in enumerate(("eta_h", "eta_y")):
+            fitted = a[f"{row}/{name}"]
+            along = a[f"{row}/predicted_along"][:, i] / fitted
+            step0 = predicted[:, 0, i] / fitted
+            if kept.any():
+                np.testing.assert_allclose(m[f"{row}/{name}_ratio"], np.median(along[kept]), rtol=1e-12)
+                np.testing.assert_allclose(m[f"{row}/{name}_ratio_step0"], np.median(step0[kept]),
+                                           rtol=1e-12)
+            else:
+                assert np.isnan(m[f"{row}/{name}_ratio"])
+        steps = a[f"{row}/checkpoint_steps"]
+        assert steps[0] == 0 and steps[-1] == a[f"{row}/measured"].shape[1]
+        assert np.all(np.diff(steps) > 0)
+
+
+def test_r2_at_the_predicted_rates_against_scipy(saved):
+    a, m = saved
+    checked = 0
+    for row in pr.Config.for_size("tiny").rows:
+        measured = a[f"{row}/measured"].astype(np.float64)
+        kept = a[f"{row}/kept"]
+        dx2, dy2 = float(a[f"{row}/dx2"]), float(a[f"{row}/dy2"])
+        ts = np.arange(measured.shape[1], dtype=float)
+        r2 = np.full((kept.size, 3), np.nan)
+        for s in np.flatnonzero(kept):
+            eta_h, eta_y = a[f"{row}/predicted_along"][s, :2]
+            if not (eta_h > 0 and eta_y > 0):
+                continue
+            sol = solve_ivp(_field, (0, ts[-1]), measured[s, 0], t_eval=ts, method="Radau",
+                            rtol=1e-10, atol=1e-12, args=(eta_h, eta_y, dx2, dy2))
+            if not sol.success:  # ran into h = 0: rsd reports NaN there too
+                continue
+            res = np.sum((measured[s] - sol.y.T) ** 2, axis=0)
+            tot = np.sum((measured[s] - measured[s].mean(axis=0)) ** 2, axis=0)
+            r2[s] = 1 - res / tot
+            np.testing.assert_allclose(a[f"{row}/r2_predicted"][s], r2[s], atol=2e-3)
+            checked += 1
+        for k, name in enumerate("hyw"):
+            if kept.any():
+                np.testing.assert_allclose(m[f"{row}/r2_{name}_predicted"],
+                                           np.median(a[f"{row}/r2_predicted"][kept, k]), rtol=1e-12)
+                np.testing.assert_allclose(m[f"{row}/r2_{name}_fitted"],
+                                           np.median(a[f"{row}/r2"][kept, k]), rtol=1e-12)
+    assert checked > 0
+
+
+def test_training_in_segments_is_the_unsegmented_run():
+    """SGD has no optimizer state: continuing from the parameters is the same run."""
+    setting = pr.Config.for_size("tiny").setting("default").replace(steps=60)
+    x, y = data.two_points(setting.dx2, setting.dy2)
+    rec, ok, bounds, snapshots, network = pr.train_segments(setting, x, y, 2, 3)
+    assert list(bounds) == [0, 20, 40, 60] and ok.all() and len(snapshots) == 4
+    whole = training.train(setting, x, y, seeds=range(2), return_params=True)
+    # The first snapshot is train's own initialization (its documented keys).
+    np.testing.assert_allclose(rec["h"][:, 0], np.asarray(whole.h[:, 0, 0]), rtol=1e-6)
+    np.testing.assert_allclose(rec["h"], np.asarray(whole.h[..., 0]), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(rec["y"], np.asarray(whole.y), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(rec["loss"], np.asarray(whole.loss), rtol=1e-5, atol=1e-8)
+    for got, want in zip(network.to_layers(snapshots[-1]), network.to_layers(whole.params)):
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-7)
+
+
+def test_config_checks_and_rows():
+    assert "adam" not in pr.ROWS and "default" in pr.ROWS
+    with pytest.raises(ValueError, match="rows"):
+        pr.Config(rows=("adam",))
+    with pytest.raises(ValueError, match="checkpoints"):
+        pr.Config(checkpoints=1)
+    with pytest.raises(ValueError, match="steps"):
+        pr.Config(steps=5, checkpoints=8)
+    sizes = {size: pr.Config.for_size(size) for size in ("tiny", "quick", "paper")}
+    assert sizes["paper"].seeds == 50 and sizes["paper"].width is None
+    assert sizes["tiny"].seeds < sizes["quick"].seeds <= sizes["paper"].seeds

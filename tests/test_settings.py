@@ -242,3 +242,12 @@ def test_from_paper_checks_n_train_whenever_given():
     assert Setting.from_paper("mnist", "structure", quirks=True, n_train=largest).steps == (2**31 - 1) // 200 * 200
     with pytest.raises(ValueError, match="n_train must be at most"):
         Setting.from_paper("mnist", "structure", quirks=True, n_train=largest + 1)
+
+
+def test_network_of_a_setting_needs_its_dims():
+    s = Setting.from_paper("mnist", "trajectories")
+    with pytest.raises(ValueError, match="in_dim"):
+        s.network()
+    net = s.network(784, 10)
+    shapes = [w for w, _ in net.layer_shapes]
+    assert shapes[0] == (784, 200) and shapes[-1] == (200, 10) and len(shapes) == 5

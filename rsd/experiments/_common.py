@@ -244,43 +244,88 @@ class SeedFits:
         return self.status == FitStatus.OK
 
 
-def fit_seeds(h, y, w, loss, e0, dx2, dy2, trained, *, vector_field=None) -> SeedFits:
-    """Fit (η_h, η_y) to each trained seed's h, y, w [S, T] and η_ȳ to its loss [S, T].
+def _usable(trained, *series):
+    """(indices of the seeds to fit, a gather index over all seeds): a seed is usable when
+    it trained, its series [S, T] are finite and its h0 (the first series) is positive.
+    Every seed slot goes into the fit, so the compiled program depends on the seed count
+    only; a masked slot holds a copy of a usable seed's data and its results are
+    discarded (fits do not depend on their batch neighbours)."""
+    good = np.asarray(trained, bool) & (series[0][:, 0] > 0)
+    for a in series:
+        good &= np.all(np.isfinite(a), axis=-1)
+    idx = np.flatnonzero(good)
+    fill = np.where(good, np.arange(good.size), idx[0] if idx.size else 0)
+    return idx, fill
 
-    Diverged seeds (``trained`` False) or seeds whose records are not finite are
-    masked out *before* fitting, so they can never disturb the others' fits.
-    """
+
+def fit_rates_masked(h, y, w, dx2, dy2, trained, *, ts=None, vector_field=None):
+    """(η_h, η_y, fit loss, R² [S, 3], status) per seed of (h, y, w) [S, T] recorded at
+    steps ``ts`` (default 0 … T − 1). Diverged seeds (``trained`` False), non-finite
+    records and h0 ≤ 0 are masked out *before* fitting (status ``TRAINING_DIVERGED``,
+    NaN rates), so they can never disturb the others' fits."""
+    from .. import fitting
+
+    h, y, w = (np.asarray(a) for a in (h, y, w))
+    s = h.shape[0]
+    dx2 = np.broadcast_to(np.asarray(dx2, h.dtype), (s,))
+    dy2 = np.broadcast_to(np.asarray(dy2, h.dtype), (s,))
+    eta_h, eta_y = np.full(s, np.nan), np.full(s, np.nan)
+    loss, r2 = np.full(s, np.inf), np.full((s, 3), np.nan)
+    status = np.full(s, TRAINING_DIVERGED, np.int32)
+    idx, fill = _usable(trained, h, y, w)
+    if idx.size == 0:
+        return eta_h, eta_y, loss, r2, status
+    kwargs = {} if vector_field is None else {"vector_field": vector_field}
+    if ts is not None:
+        kwargs["ts"] = np.asarray(ts, h.dtype)
+    fit = fitting.fit_rates(h[fill], y[fill], w[fill], dx2[fill], dy2[fill], **kwargs)
+    eta_h[idx], eta_y[idx] = np.asarray(fit.eta_h)[idx], np.asarray(fit.eta_y)[idx]
+    loss[idx], r2[idx] = np.asarray(fit.loss)[idx], np.asarray(fit.r2)[idx]
+    status[idx] = np.asarray(fit.status)[idx]
+    return eta_h, eta_y, loss, r2, status
+
+
+def fit_seeds(h, y, w, loss, e0, dx2, dy2, trained, *, vector_field=None) -> SeedFits:
+    """Fit (η_h, η_y) to each trained seed's h, y, w [S, T] and η_ȳ to its loss [S, T]
+    (every step recorded); seeds are masked as in :func:`fit_rates_masked`, and seeds
+    with a non-finite loss too."""
     from .. import fitting
 
     h, y, w, loss = (np.asarray(a) for a in (h, y, w, loss))
     s = h.shape[0]
-    dx2 = np.broadcast_to(np.asarray(dx2, h.dtype), (s,))
-    dy2 = np.broadcast_to(np.asarray(dy2, h.dtype), (s,))
-    e0 = np.broadcast_to(np.asarray(e0, h.dtype), (s,))
-    good = np.asarray(trained, bool) & np.all(np.isfinite(h) & np.isfinite(y) & np.isfinite(w)
-                                               & np.isfinite(loss), axis=-1) & (h[:, 0] > 0)
-    out = SeedFits(
-        eta_h=np.full(s, np.nan), eta_y=np.full(s, np.nan), loss=np.full(s, np.inf),
-        r2=np.full((s, 3), np.nan), status=np.full(s, TRAINING_DIVERGED, np.int32),
-        eta_mean=np.full(s, np.nan), eta_mean_status=np.full(s, TRAINING_DIVERGED, np.int32),
-    )
-    idx = np.flatnonzero(good)
+    usable = np.asarray(trained, bool) & np.all(np.isfinite(loss), axis=-1)
+    eta_h, eta_y, fit_loss, r2, status = fit_rates_masked(h, y, w, dx2, dy2, usable,
+                                                          vector_field=vector_field)
+    out = SeedFits(eta_h=eta_h, eta_y=eta_y, loss=fit_loss, r2=r2, status=status,
+                   eta_mean=np.full(s, np.nan),
+                   eta_mean_status=np.full(s, TRAINING_DIVERGED, np.int32))
+    idx, fill = _usable(usable, h, y, w)
     if idx.size == 0:
         return out
-    # Every seed goes into the fit, so the compiled program depends on the seed count
-    # only; a masked seed's place holds a copy of a good seed's data, and its results
-    # are discarded (fits do not depend on their batch neighbours).
-    fill = np.where(good, np.arange(s), idx[0])
-    kwargs = {} if vector_field is None else {"vector_field": vector_field}
-    fit = fitting.fit_rates(h[fill], y[fill], w[fill], dx2[fill], dy2[fill], **kwargs)
+    dy2 = np.broadcast_to(np.asarray(dy2, h.dtype), (s,))
+    e0 = np.broadcast_to(np.asarray(e0, h.dtype), (s,))
     zs = np.stack([h[fill], y[fill], w[fill]], -1)
     rate = fitting.fit_loss_rate(loss[fill], zs, dy2[fill], e0[fill])
-    out.eta_h[idx], out.eta_y[idx] = np.asarray(fit.eta_h)[idx], np.asarray(fit.eta_y)[idx]
-    out.loss[idx], out.r2[idx] = np.asarray(fit.loss)[idx], np.asarray(fit.r2)[idx]
-    out.status[idx] = np.asarray(fit.status)[idx]
     out.eta_mean[idx] = np.asarray(rate.eta_mean)[idx]
     out.eta_mean_status[idx] = np.asarray(rate.status)[idx]
     return out
+
+
+def predicted_labels(network, params, x, chunk: int = 2048) -> np.ndarray:
+    """argmax of each seed's output on x [n, d] (eval mode), [S, n]; params have a leading
+    seed axis. x goes through in chunks of equal size (the last one padded), so memory
+    stays bounded on 60,000 images and one program serves every chunk."""
+    import jax
+    import jax.numpy as jnp
+
+    x = np.asarray(x, np.float32)
+    n = len(x)
+    chunk = max(1, min(chunk, n))
+    padded = np.concatenate([x, np.zeros((-n % chunk,) + x.shape[1:], x.dtype)])
+    apply = jax.jit(jax.vmap(lambda p, xs: jnp.argmax(network.apply(p, xs)[0], axis=-1),
+                             in_axes=(0, None)))
+    parts = [np.asarray(apply(params, padded[k:k + chunk])) for k in range(0, n, chunk)]
+    return np.concatenate(parts, axis=-1)[:, :n]
 
 
 def theory_curves(z0, ts, eta_h, eta_y, dx2, dy2, *, vector_field=None):

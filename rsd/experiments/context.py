@@ -33,7 +33,6 @@ import numpy as np
 
 from .._validation import check_int_range, check_real
 from .. import data, training
-from ..networks import make_network
 from . import _common as c
 
 __all__ = ["Config", "Result", "RegimeResult", "run", "run_regime", "plot", "metrics", "arrays",
@@ -192,9 +191,7 @@ def run_regime(config, regime, x, y, context, x_pos, y_pos, mds_index) -> Regime
     # than the training itself).
     rec = training.train(setting, x, y, seeds=range(config.seeds), return_params=True,
                          record_every=config.steps_per_epoch)
-    network = make_network(setting.architecture, activation=setting.activation, width=setting.width,
-                           depth=setting.depth, gain=setting.gain, in_dim=x.shape[1],
-                           out_dim=y.shape[1])
+    network = setting.network(x.shape[1], y.shape[1])
     hidden = np.asarray(jax.vmap(lambda p: network.apply(p, x, train=False)[1][layer])(rec.params))
     trained = (np.asarray(rec.status) == training.Status.OK) & np.all(np.isfinite(hidden), axis=(1, 2))
     steps, loss = np.asarray(rec.record_steps), np.asarray(rec.loss)

@@ -142,9 +142,9 @@ def run(config: Config | None = None, *, upstream=None, progress: bool = False) 
     measured_runs = np.asarray(rec.hidden_matrices[:, -1, 0], np.float64)
     trained = (np.asarray(rec.status) == training.Status.OK) & np.all(np.isfinite(measured_runs), axis=(1, 2))
 
-    network = _network(setting, x_train.shape[1], y_train.shape[1])
+    network = setting.network(x_train.shape[1], y_train.shape[1])
     params = jax.tree.map(np.asarray, rec.params)
-    predicted_labels = _predict(network, params, np.asarray(split.x_test, np.float32))
+    predicted_labels = c.predicted_labels(network, params, split.x_test)
     accuracy = np.mean(predicted_labels == np.asarray(split.labels_test), axis=-1)
     test_accuracy = np.where(trained, accuracy, np.nan)
 
@@ -155,26 +155,6 @@ def run(config: Config | None = None, *, upstream=None, progress: bool = False) 
                   n_train=n_train, heuristic_images=n_heuristic, indices=idx,
                   labels=labels_train[idx], prediction=prediction, measured_runs=measured_runs,
                   trained=trained, test_accuracy=test_accuracy)
-
-
-def _network(setting: training.Setting, in_dim: int, out_dim: int):
-    from ..networks import make_network
-
-    # The network train() builds for this setting and data.
-    return make_network(setting.architecture, activation=setting.activation, width=setting.width,
-                        depth=setting.depth, gain=setting.gain, in_dim=in_dim, out_dim=out_dim,
-                        dropout_rate=setting.dropout_rate)
-
-
-def _predict(network, params, x, chunk: int = 2048) -> np.ndarray:
-    """argmax of each run's output on x (eval mode), [S, n]; in chunks to bound memory."""
-    import jax
-    import jax.numpy as jnp
-
-    apply = jax.jit(jax.vmap(lambda p, xs: jnp.argmax(network.apply(p, xs)[0], axis=-1),
-                             in_axes=(0, None)))
-    return np.concatenate([np.asarray(apply(params, x[k:k + chunk])) for k in range(0, len(x), chunk)],
-                          axis=-1)
 
 
 def _off_blocks(labels) -> np.ndarray:

@@ -201,17 +201,18 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> 
     trained = np.asarray(rec.status) == training.Status.OK
     dx2, dy2 = float(rec.dx2), float(rec.dy2)
 
-    eta_h, eta_y, fit_loss, r2, status = _fit(h, yy, w, dx2, dy2, record_steps, trained)
+    eta_h, eta_y, fit_loss, r2, status = c.fit_rates_masked(h, yy, w, dx2, dy2, trained,
+                                                              ts=record_steps)
     measured = np.stack([h, yy, w], -1)
     curves = c.theory_curves(measured[:, 0], record_steps.astype(float), eta_h, eta_y, dx2, dy2)
 
-    network = _network(setting)
+    network = setting.network(784, 10)
     params = jax.tree.map(np.asarray, rec.params)
     x_test = np.asarray(split.x_test, np.float32)
     labels_test = np.asarray(split.labels_test)
-    predictions = _predict(network, params, x_test)
+    predictions = c.predicted_labels(network, params, x_test)
     n_check = min(ACCURACY_IMAGES, n_train)
-    train_predictions = _predict(network, params, x_train[:n_check])
+    train_predictions = c.predicted_labels(network, params, x_train[:n_check])
     test_accuracy = np.where(trained, np.mean(predictions == labels_test, axis=-1), np.nan)
     train_accuracy = np.where(trained, np.mean(train_predictions == labels_train[:n_check], axis=-1), np.nan)
     pixels = np.asarray(split.pixels_train).reshape(len(split.pixels_train), -1)
@@ -222,49 +223,6 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> 
                   fit_status=status, theory=curves, test_accuracy=test_accuracy,
                   train_accuracy=train_accuracy, labels_test=labels_test,
                   test_predictions=predictions, params=tuple(params))
-
-
-def _fit(h, y, w, dx2, dy2, ts, trained):
-    """(η_h, η_y, loss, R² [S, 3], status) per seed on the series recorded at steps ``ts``;
-    diverged seeds and non-finite or h0 ≤ 0 records are masked out before fitting."""
-    s = h.shape[0]
-    eta_h, eta_y = np.full(s, np.nan), np.full(s, np.nan)
-    loss, r2 = np.full(s, np.inf), np.full((s, 3), np.nan)
-    status = np.full(s, c.TRAINING_DIVERGED, np.int32)
-    good = np.asarray(trained, bool) & np.all(np.isfinite(h) & np.isfinite(y) & np.isfinite(w), axis=-1) \
-        & (h[:, 0] > 0)
-    idx = np.flatnonzero(good)
-    if idx.size == 0:
-        return eta_h, eta_y, loss, r2, status
-    # As _common.fit_seeds: every seed goes in (one compiled program per seed count), a
-    # masked seed's place holding a copy of a good seed's data, its results discarded.
-    fill = np.where(good, np.arange(s), idx[0])
-    fit = fitting.fit_rates(h[fill], y[fill], w[fill], dx2, dy2, ts=np.asarray(ts, h.dtype))
-    eta_h[idx], eta_y[idx] = np.asarray(fit.eta_h)[idx], np.asarray(fit.eta_y)[idx]
-    loss[idx], r2[idx] = np.asarray(fit.loss)[idx], np.asarray(fit.r2)[idx]
-    status[idx] = np.asarray(fit.status)[idx]
-    return eta_h, eta_y, loss, r2, status
-
-
-def _network(setting: training.Setting):
-    from ..networks import make_network
-
-    # The network train() builds for this setting (MNIST: 784 inputs, 10 outputs).
-    return make_network(setting.architecture, activation=setting.activation, width=setting.width,
-                        depth=setting.depth, gain=setting.gain, in_dim=784, out_dim=10,
-                        dropout_rate=setting.dropout_rate)
-
-
-def _predict(network, params, x, chunk: int = 2048):
-    """argmax of each seed's output on x [n, 784] (eval mode), [S, n]; x goes through in
-    chunks so memory stays bounded on 60,000 images."""
-    import jax
-    import jax.numpy as jnp
-
-    apply = jax.jit(jax.vmap(lambda p, xs: jnp.argmax(network.apply(p, xs)[0], axis=-1),
-                             in_axes=(0, None)))
-    parts = [np.asarray(apply(params, x[k:k + chunk])) for k in range(0, len(x), chunk)]
-    return np.concatenate(parts, axis=-1)
 
 
 # --------------------------------------------------------------------------- outputs

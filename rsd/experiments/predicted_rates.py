@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import check_int_range, check_real
-from .. import data, networks, theory, training
+from .. import data, theory, training
 from . import _common as c
 
 __all__ = ["Config", "Result", "RowResult", "ROWS", "run", "plot", "metrics", "arrays", "summary",
@@ -110,12 +110,6 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> 
     return Result(config=config, rows=tuple(rows))
 
 
-def _network(setting, in_dim, out_dim):
-    return networks.make_network(setting.architecture, activation=setting.activation,
-                                 width=setting.width, depth=setting.depth, gain=setting.gain,
-                                 in_dim=in_dim, out_dim=out_dim, dropout_rate=setting.dropout_rate)
-
-
 def train_segments(setting: training.Setting, x, y, seeds: int, checkpoints: int):
     """Train ``seeds`` seeds (0 … seeds − 1) of ``setting`` in ``checkpoints`` segments.
 
@@ -125,7 +119,7 @@ def train_segments(setting: training.Setting, x, y, seeds: int, checkpoints: int
     [S], checkpoint steps [M + 1], params: a list of M + 1 parameter pytrees with a
     leading seed axis).
     """
-    network = _network(setting, x.shape[-1], y.shape[-1])
+    network = setting.network(x.shape[-1], y.shape[-1])
     steps = setting.steps
     length = steps // checkpoints
     bounds = [m * length for m in range(checkpoints)] + [steps]

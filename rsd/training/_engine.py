@@ -733,13 +733,7 @@ def _first(a, axis):
 
 
 def _make_network(setting, in_dim, out_dim):
-    from ..networks import make_network
-
-    return make_network(
-        setting.architecture, activation=setting.activation, width=setting.width,
-        depth=setting.depth, gain=setting.gain, in_dim=in_dim, out_dim=out_dim,
-        dropout_rate=setting.dropout_rate,
-    )
+    return setting.network(in_dim, out_dim)
 
 
 def _all_finite(tree):

@@ -151,6 +151,20 @@ class Setting:
                     f"the signal by 10); got {self.width}."
                 )
 
+    def network(self, in_dim: int | None = None, out_dim: int | None = None):
+        """The :class:`rsd.networks.Network` this setting trains, for data of ``in_dim``
+        inputs and ``out_dim`` outputs (default: the setting's own dims)."""
+        from ..networks import make_network
+
+        in_dim = self.in_dim if in_dim is None else in_dim
+        out_dim = self.out_dim if out_dim is None else out_dim
+        if in_dim is None or out_dim is None:
+            raise ValueError("in_dim and out_dim must be given when the setting leaves them to "
+                             f"the data; got in_dim={in_dim!r}, out_dim={out_dim!r}.")
+        return make_network(self.architecture, activation=self.activation, width=self.width,
+                            depth=self.depth, gain=self.gain, in_dim=in_dim, out_dim=out_dim,
+                            dropout_rate=self.dropout_rate)
+
     def replace(self, **changes) -> "Setting":
         """A copy with some fields changed (validated again); unknown field names raise ValueError."""
         return dataclasses.replace(self, **changes)

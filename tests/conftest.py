@@ -61,10 +61,12 @@ except ImportError:  # hypothesis is in the "test" extra
 else:
     import os as _os
 
+    # "ci" is derandomized: the same examples on every run, so CI is reproducible and a
+    # failure is a regression; "slow" (RSD_SLOW=1) explores fresh random examples.
     _hypothesis_settings.register_profile(
-        "ci", deadline=None, print_blob=True,
+        "ci", deadline=None, print_blob=True, derandomize=True,
         suppress_health_check=[_HealthCheck.too_slow, _HealthCheck.data_too_large,
                                _HealthCheck.filter_too_much])
     _hypothesis_settings.register_profile(
-        "slow", _hypothesis_settings.get_profile("ci"), max_examples=200)
+        "slow", _hypothesis_settings.get_profile("ci"), max_examples=200, derandomize=False)
     _hypothesis_settings.load_profile("slow" if _os.environ.get("RSD_SLOW") == "1" else "ci")

@@ -296,6 +296,8 @@ def test_bad_input_raises_in_closed_forms(call, words):
     (lambda: theory.invariant(GOOD["z0"], np.nan, 1e-3, 1.0), "eta_h must be finite"),
     (lambda: theory.invariant(GOOD["z0"], -1e-3, 1e-3, 1.0), "eta_h must be > 0"),
     (lambda: theory.invariant(GOOD["z0"][:2], 1e-3, 1e-3, 1.0), "z must have shape [..., 3]"),
+    (lambda: theory.invariant(np.array([0.5, -1.0, 0.0]), 1e-3, 1e-3, 1.0),
+     "y (z[..., 1]) must be >= 0"),
     (lambda: theory.loss_curve(TS, np.zeros((41, 2)), 0.5, 0.1, 0.1), "z must have shape [..., len(ts), 3]"),
     (lambda: theory.loss_curve(TS, np.zeros((40, 3)), 0.5, 0.1, 0.1), "z must have shape [..., len(ts), 3]"),
     (lambda: theory.loss_curve(TS[::-1], np.zeros((41, 3)), 0.5, 0.1, 0.1), "ts must be strictly increasing"),

@@ -120,7 +120,7 @@ perturbed_vector_fields = {
 def invariant(z, eta_h, eta_y, dx2):
     """C = h - (η_h·dx2/η_y)·y/h, conserved along every solution.
 
-    ``z`` [..., 3] = (h, y, w) with h > 0 and finite; rates and dx2 finite and > 0,
+    ``z`` [..., 3] = (h, y, w) finite with h > 0 and y >= 0; rates and dx2 finite and > 0,
     broadcasting against z's leading shape (checked on the host).
     """
     z = as_array("z", z)
@@ -131,6 +131,7 @@ def invariant(z, eta_h, eta_y, dx2):
                      "dx2": dx2.shape})
     if is_concrete(z):
         check_positive("h (z[..., 0])", z[..., 0])
+        check_nonnegative("y (z[..., 1])", z[..., 1])
     h, y = z[..., 0], z[..., 1]
     return h - (eta_h * dx2 / eta_y) * y / h
 

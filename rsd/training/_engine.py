@@ -86,6 +86,8 @@ class Run(eqx.Module):
       whose recorded loss was below ℓ (T if none, and always T without ``stop_loss``);
       the seed froze there as on divergence (records from t on repeat step t's), its
       status stays OK.
+    * ``lr``, ``gain`` [S]: each seed's learning rate and initialization gain
+      (``setting.lr`` / ``setting.gain`` unless ``train`` was given per-seed values).
     * ``dx2``, ``dy2``: ||x_j − x_i||², ||y*_j − y*_i||² of the pair (i, j): scalars
       [] for shared data, [S] when x or y is given per seed.
     * with ``tracked`` inputs (n of them) and M ``matrix_steps``:
@@ -107,6 +109,8 @@ class Run(eqx.Module):
     diverged_step: jax.Array
     stop_step: jax.Array
     seeds: jax.Array
+    lr: jax.Array
+    gain: jax.Array
     dx2: jax.Array
     dy2: jax.Array
     hidden_matrices: jax.Array | None
@@ -143,6 +147,9 @@ def train(
     dropout_masks=None,
     stop_loss: float | None = None,
     record_every: int = 1,
+    lr=None,
+    gain=None,
+    devices=None,
 ) -> Run:
     """Train ``setting``'s network on (x, y) once per seed and record the pair dynamics.
 
@@ -186,6 +193,16 @@ def train(
             (``Run.record_steps``); steps between records evaluate only their minibatch
             (no full-data pass), so a large k makes minibatch training on large data
             sets cheap. k = 1 (the default) records every step.
+        lr, gain: hyperparameters as data: None (``setting.lr``, ``setting.gain``), a
+            number, or one value per seed [S] (lr finite > 0, gain finite >= 0). Seeds with
+            different learning rates share one compiled program; a gain acts through the
+            initialization alone (one small program per distinct gain). Seed s with
+            ``lr[s]``, ``gain[s]`` gives the result of ``setting.replace(lr=lr[s],
+            gain=gain[s])`` to float32 round-off.
+        devices: None (the default device), ``"all"`` (every local device), an int n
+            (the first n local devices) or a sequence of devices: the seed axis of each
+            chunk is sharded over them (a 1-D ``jax.sharding.Mesh`` with axis
+            ``"seeds"``; the chunk size is rounded up to a multiple of their number).
 
     Determinism: the same call (same seeds, data, ``chunk_size``, ``unroll``, batching)
     gives bitwise identical results on the same machine and software. Results of one
@@ -212,6 +229,11 @@ def train(
     check_int_range("record_every", record_every, 1)
     record_every = int(record_every)
     i, j = _check_pair(pair, n)
+    lr_host = _per_seed("lr", setting.lr if lr is None else lr, num_seeds, positive=True)
+    gain_host = _per_seed("gain", setting.gain if gain is None else gain, num_seeds,
+                          positive=False)
+    mesh = _mesh(devices)
+    num_devices = 1 if mesh is None else mesh.size
 
     network = _make_network(setting, in_dim, out_dim)
     num_hidden = network.num_hidden
@@ -246,11 +268,14 @@ def train(
     per_seed_init, shared_init = _split_init(init_params, num_seeds, network)
     # Seed counts share programs in power-of-two buckets (1, 2, 4, ...) up to chunk_size.
     chunk = min(chunk_size, 1 << (num_seeds - 1).bit_length())
+    chunk = -(-chunk // num_devices) * num_devices
     num_chunks = math.ceil(num_seeds / chunk)
     padded = num_chunks * chunk
     # Padding repeats the last seed (its data and initialization too); its duplicate
     # results are dropped below.
     seed_ids = np.concatenate([seeds_host, np.full(padded - num_seeds, seeds_host[-1])])
+    lr_padded = np.concatenate([lr_host, np.full(padded - num_seeds, lr_host[-1])])
+    gain_padded = np.concatenate([gain_host, np.full(padded - num_seeds, gain_host[-1])])
     if per_seed_init is not None:
         per_seed_init = [tuple(np.concatenate([a, np.repeat(a[-1:], padded - num_seeds, 0)])
                                for a in layer) for layer in per_seed_init]
@@ -288,7 +313,6 @@ def train(
         stop_block=None if stop_loss is None else
         min(num_records, max(1, _STOP_BLOCK // record_every)),
     )
-    lr = jnp.asarray(setting.lr, dtype)
     stop_arg = None if stop_loss is None else jnp.asarray(stop_loss, dtype)
     pair_idx = jnp.asarray([i, j], jnp.int32)
     slot = jnp.asarray(slot)
@@ -315,14 +339,20 @@ def train(
             params = network.from_layers([tuple(jnp.broadcast_to(a, (chunk,) + a.shape)
                                                 for a in layer) for layer in shared_init])
         else:
-            init = _init_program(in_dim, out_dim, init_structure)
-            params = _stack([init(k) for k in keys[:, 0]])
+            params = _stack([
+                _init_program(in_dim, out_dim, init_structure.replace(gain=float(g)))(k)
+                for k, g in zip(keys[:, 0], gain_padded[sl])])
         params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
         k_shuffle, k_dropout = keys[:, 1], keys[:, 2]
         xc = x_padded[sl] if x_per_seed else x
         yc = y_padded[sl] if y_per_seed else y
+        lrc = jnp.asarray(lr_padded[sl], dtype)
+        if mesh is not None:
+            params, k_shuffle, k_dropout, lrc = _shard((params, k_shuffle, k_dropout, lrc), mesh)
+            xc, yc = (_shard(a, mesh) if per else _replicate(a, mesh)
+                      for a, per in ((xc, x_per_seed), (yc, y_per_seed)))
         outputs.append(program(params, k_shuffle, k_dropout, xc, yc, pair_idx, tracked, slot,
-                               mat_times, lr, stop_arg, masks))
+                               mat_times, lrc, stop_arg, masks))
     out = jax.tree.map(lambda *a: jnp.concatenate(a)[:num_seeds], *outputs)
     stop_step = out.get("stop_step")
     if stop_step is None:
@@ -338,11 +368,66 @@ def train(
         h=out["h"], y=out["y"], w=out["w"], loss=out["loss"],
         record_steps=jnp.arange(num_records, dtype=jnp.int32) * record_every, e0=out["e0"],
         status=out["status"], diverged_step=out["diverged_step"], stop_step=stop_step,
-        seeds=jnp.asarray(seeds_host), dx2=dx2, dy2=dy2,
+        seeds=jnp.asarray(seeds_host), lr=jnp.asarray(lr_host, dtype),
+        gain=jnp.asarray(gain_host, dtype), dx2=dx2, dy2=dy2,
         hidden_matrices=out.get("hidden_matrices"), output_matrices=out.get("output_matrices"),
         matrix_steps=mat_times, params=out.get("params"), layers=layers,
         matrix_layers=matrix_layers, pair=(i, j), setting=setting,
     )
+
+
+def _per_seed(name, value, num_seeds, *, positive):
+    """A number or [S] values as a float64 host array [S], validated (finite, > 0 or >= 0)."""
+    try:
+        a = np.asarray(value)
+        if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number) or \
+                np.iscomplexobj(a):
+            raise TypeError
+        a = a.astype(np.float64)
+    except (TypeError, ValueError):
+        a = None
+    bound = "> 0" if positive else ">= 0"
+    if a is None or a.ndim > 1 or a.ndim == 1 and a.shape[0] != num_seeds:
+        raise ValueError(f"{name} must be a number or one number per seed (shape "
+                         f"[{num_seeds}]), finite and {bound}; got {_short_repr(value)}.")
+    ok = np.isfinite(a) & ((a > 0) if positive else (a >= 0))
+    if not np.all(ok):
+        raise ValueError(f"{name} must be finite and {bound}; got {_short_repr(value)}.")
+    return np.broadcast_to(a, (num_seeds,)).copy()
+
+
+def _mesh(devices):
+    """None, or a 1-D mesh with axis "seeds" over the requested local devices."""
+    if devices is None:
+        return None
+    local = jax.local_devices()
+    if isinstance(devices, str) and devices == "all":
+        chosen = local
+    elif _is_index(devices):
+        if not 1 <= int(devices) <= len(local):
+            raise ValueError(f"devices must be in [1, {len(local)}] (local devices); "
+                             f"got {devices}.")
+        chosen = local[:int(devices)]
+    else:
+        try:
+            chosen = list(devices)
+        except TypeError:
+            chosen = None
+        if not chosen or not all(isinstance(d, jax.Device) for d in chosen) or \
+                len(set(chosen)) != len(chosen):
+            raise ValueError("devices must be None, 'all', a number of local devices or a "
+                             f"sequence of distinct jax devices; got {_short_repr(devices)}.")
+    return jax.sharding.Mesh(np.asarray(chosen), ("seeds",))
+
+
+def _shard(tree, mesh):
+    """Place every leaf's leading (seed) axis across the mesh."""
+    spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
+    return jax.device_put(tree, spec)
+
+
+def _replicate(tree, mesh):
+    return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
 
 def _pad_seeds(a, padded):
@@ -384,7 +469,7 @@ def _chunk_program(*, in_dim, out_dim, setting, layers, matrix_layers, num_mats,
     if stop_block is None:
         one = functools.partial(_train_one_seed, final_slot=final_slot, **statics)
         x_axis, y_axis = data_axes
-        batched = jax.vmap(one, in_axes=(0, 0, 0, x_axis, y_axis, None, None, None, None, None))
+        batched = jax.vmap(one, in_axes=(0, 0, 0, x_axis, y_axis, None, None, None, 0, None))
 
         def run(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot, mat_times, lr,
                 stop_loss, masks):
@@ -649,22 +734,22 @@ def _train_chunk_until_stopped(params, k_shuffle, k_dropout, x, y, pair_idx, tra
     num_records = math.ceil(steps / k)
     x_axis, y_axis = data_axes
 
-    def stepper(xs, ys, ks, kd):
-        return _seed_stepper(xs, ys, ks, kd, pair_idx, tracked, slot, lr, masks, stop_loss,
+    def stepper(xs, ys, ks, kd, lr_s):
+        return _seed_stepper(xs, ys, ks, kd, pair_idx, tracked, slot, lr_s, masks, stop_loss,
                              network=network, setting=setting, layers=layers,
                              matrix_layers=matrix_layers, num_mats=num_mats, record_every=k,
                              guard=True, unroll=unroll)
 
-    def start(p, xs, ys, ks, kd):
-        return stepper(xs, ys, ks, kd).carry0(p)
+    def start(p, xs, ys, ks, kd, lr_s):
+        return stepper(xs, ys, ks, kd, lr_s).carry0(p)
 
-    def run_block(carry, r0, xs, ys, ks, kd):
-        return lax.scan(stepper(xs, ys, ks, kd).unit, carry,
+    def run_block(carry, r0, xs, ys, ks, kd, lr_s):
+        return lax.scan(stepper(xs, ys, ks, kd, lr_s).unit, carry,
                         r0 + jnp.arange(block, dtype=jnp.int32),
                         unroll=unroll if k == 1 else 1)
 
-    def finish(carry, rec, units_run, xs, ys, ks, kd):
-        st = stepper(xs, ys, ks, kd)
+    def finish(carry, rec, units_run, xs, ys, ks, kd, lr_s):
+        st = stepper(xs, ys, ks, kd, lr_s)
         params, _, status, diverged_step, stop_step, mats, _ = carry
         end = jnp.minimum(diverged_step, stop_step)
         # Records from the first record step >= end on are those of the frozen parameters.
@@ -695,13 +780,13 @@ def _train_chunk_until_stopped(params, k_shuffle, k_dropout, x, y, pair_idx, tra
             result["params"] = params
         return result
 
-    data_in = (x_axis, y_axis, 0, 0)
-    carry = jax.vmap(start, in_axes=(0,) + data_in)(params, x, y, k_shuffle, k_dropout)
+    data_in = (x_axis, y_axis, 0, 0, 0)
+    carry = jax.vmap(start, in_axes=(0,) + data_in)(params, x, y, k_shuffle, k_dropout, lr)
     # Record buffers [seeds, blocks·block, ...], from the shapes of one block's records.
     rec_shapes = jax.eval_shape(
-        lambda c, xs, ys, ks, kd: run_block(c, jnp.int32(0), xs, ys, ks, kd)[1],
+        lambda c, xs, ys, ks, kd, lr_s: run_block(c, jnp.int32(0), xs, ys, ks, kd, lr_s)[1],
         jax.tree.map(lambda a: a[0], carry), _first(x, x_axis), _first(y, y_axis),
-        k_shuffle[0], k_dropout[0])
+        k_shuffle[0], k_dropout[0], lr[0])
     num_seeds = k_shuffle.shape[0]
     padded_records = math.ceil(num_records / block) * block
     bufs = {key: jnp.zeros((num_seeds, padded_records) + s.shape[1:], s.dtype)
@@ -718,14 +803,14 @@ def _train_chunk_until_stopped(params, k_shuffle, k_dropout, x, y, pair_idx, tra
 
     def body(state):
         carry, bufs, r0 = state
-        carry, rec = batched_block(carry, r0, x, y, k_shuffle, k_dropout)
+        carry, rec = batched_block(carry, r0, x, y, k_shuffle, k_dropout, lr)
         bufs = {key: lax.dynamic_update_slice_in_dim(bufs[key], rec[key], r0, axis=1)
                 for key in bufs}
         return carry, bufs, r0 + block
 
     carry, bufs, units_run = lax.while_loop(cond, body, (carry, bufs, jnp.int32(0)))
     return jax.vmap(finish, in_axes=(0, 0, None) + data_in)(carry, bufs, units_run, x, y,
-                                                            k_shuffle, k_dropout)
+                                                            k_shuffle, k_dropout, lr)
 
 
 def _first(a, axis):

@@ -1,0 +1,124 @@
+"""Hyperparameters as data in ``train``: per-seed learning rates and gains, and the seed
+axis sharded over several devices.
+
+The reference for every per-seed run is the established path: a separate ``train`` of
+``setting.replace(lr=..., gain=...)`` with the same seeds (the same chunk shape), which
+the PyTorch reference tests pin down. Same shapes and the same per-seed arithmetic
+must give bitwise equal records.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from rsd import data, training
+
+
+def _setting(**kw):
+    return training.Setting.from_paper("2_points", "narrow").replace(**{"steps": 40, "width": 8,
+                                                                         **kw})
+
+
+def _pair(setting):
+    return data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim,
+                           out_dim=setting.out_dim)
+
+
+def _records(run):
+    return {k: np.asarray(getattr(run, k)) for k in ("h", "y", "w", "loss", "status")}
+
+
+@pytest.mark.parametrize("stop_loss", [None, 0.3])
+def test_per_seed_lr_and_gain_equal_separate_runs(stop_loss):
+    s = _setting()
+    x, y = _pair(s)
+    lrs = s.lr * np.array([0.5, 1.0, 3.0])
+    gains = np.array([0.4, 1.0, 1.7])
+    together = training.train(s, x, y, seeds=[0, 1, 2], lr=lrs, gain=gains, stop_loss=stop_loss)
+    np.testing.assert_array_equal(np.asarray(together.lr), lrs.astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(together.gain), gains.astype(np.float32))
+    stopped = 0
+    for k in range(3):
+        alone = training.train(s.replace(lr=float(lrs[k]), gain=float(gains[k])), x, y,
+                               seeds=[0, 1, 2], stop_loss=stop_loss)
+        for name, a in _records(together).items():
+            np.testing.assert_array_equal(a[k], _records(alone)[name][k], err_msg=name)
+        np.testing.assert_array_equal(np.asarray(together.stop_step)[k],
+                                      np.asarray(alone.stop_step)[k])
+        stopped += int(np.asarray(alone.stop_step)[k] < s.steps)
+    # The runs differ (the per-seed values are used, not the setting's), and with
+    # early stopping at least one seed stops and one does not.
+    assert not np.allclose(np.asarray(together.h)[0], np.asarray(together.h)[2])
+    if stop_loss is not None:
+        assert 0 < stopped < 3
+
+
+def test_scalar_lr_and_gain_override_the_setting():
+    s = _setting()
+    x, y = _pair(s)
+    a = training.train(s, x, y, seeds=[0, 1], lr=2 * s.lr, gain=0.7)
+    b = training.train(s.replace(lr=2 * s.lr, gain=0.7), x, y, seeds=[0, 1])
+    for name, v in _records(a).items():
+        np.testing.assert_array_equal(v, _records(b)[name], err_msg=name)
+
+
+def test_lr_scales_the_first_update_exactly():
+    """One SGD step from the same initialization: the parameter change is lr·grad, so
+    the change of h between record 0 and 1 is first-order proportional to lr."""
+    s = _setting(steps=2)
+    x, y = _pair(s)
+    lrs = np.array([1e-4, 2e-4])
+    run = training.train(s, x, y, seeds=[3, 3], lr=lrs)
+    dh = np.asarray(run.h)[:, 1, 0] - np.asarray(run.h)[:, 0, 0]
+    np.testing.assert_allclose(dh[1] / dh[0], 2.0, rtol=1e-3)
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(lr=[0.1, 0.2]), "lr must be a number or one number per seed (shape [3])"),
+    (dict(lr=-0.1), "lr must be finite and > 0"),
+    (dict(lr=np.array([0.1, np.nan, 0.1])), "lr must be finite and > 0"),
+    (dict(lr="fast"), "lr must be a number"),
+    (dict(gain=[-1.0, 1.0, 1.0]), "gain must be finite and >= 0"),
+    (dict(gain=np.ones((3, 1))), "gain must be a number or one number per seed"),
+    (dict(devices=0), "devices must be in [1, "),
+    (dict(devices="gpu"), "devices must be None, 'all'"),
+    (dict(devices=[]), "devices must be None, 'all'"),
+])
+def test_bad_hyperparameters_raise(kw, words):
+    s = _setting()
+    x, y = _pair(s)
+    with pytest.raises(ValueError, match=__import__("re").escape(words)):
+        training.train(s, x, y, seeds=[0, 1, 2], **kw)
+
+
+def test_four_devices_give_the_one_device_numbers():
+    """The seed axis sharded over 4 simulated CPU devices: bitwise the 1-device run
+    (each device runs the same per-seed program on its share), with per-seed data,
+    learning rates and gains, and with early stopping."""
+    code = textwrap.dedent("""
+        import jax, numpy as np
+        from rsd import data, training
+        assert len(jax.devices()) == 4
+        s = training.Setting.from_paper("2_points", "narrow").replace(steps=40, width=8)
+        x, y = data.two_points(s.dx2, s.dy2, in_dim=s.in_dim, out_dim=s.out_dim)
+        xs = np.stack([x * c for c in np.linspace(0.8, 1.2, 6)])
+        kw = dict(seeds=range(6), lr=np.linspace(0.5, 2, 6) * s.lr,
+                  gain=np.linspace(0.5, 1.5, 6))
+        for stop in (None, 0.3):
+            one = training.train(s, xs, y, stop_loss=stop, **kw)
+            four = training.train(s, xs, y, stop_loss=stop, devices="all", **kw)
+            assert len(four.h.sharding.device_set) == 4, four.h.sharding
+            for k in ("h", "y", "w", "loss", "status", "stop_step"):
+                a, b = np.asarray(getattr(one, k)), np.asarray(getattr(four, k))
+                assert a.shape == b.shape and np.array_equal(a, b), (stop, k)
+        print("OK")
+    """)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stderr[-3000:]

@@ -82,7 +82,7 @@ def test_lr_scales_the_first_update_exactly():
     (dict(lr=-0.1), "lr must be finite and > 0"),
     (dict(lr=np.array([0.1, np.nan, 0.1])), "lr must be finite and > 0"),
     (dict(lr="fast"), "lr must be a number"),
-    (dict(gain=[-1.0, 1.0, 1.0]), "gain must be finite and >= 0"),
+    (dict(gain=[-1.0, 1.0, 1.0]), "gain must be finite and > 0"),
     (dict(gain=np.ones((3, 1))), "gain must be a number or one number per seed"),
     (dict(devices=0), "devices must be in [1, "),
     (dict(devices="gpu"), "devices must be None, 'all'"),

@@ -5,9 +5,13 @@
 ``train(setting, x, y, seeds=...)`` returns a ``Run`` of per-seed, per-step h, y, w
 and loss (time in training steps), with a status per seed. Data may be shared or
 given per seed, and ``stop_loss`` stops each seed once its loss falls below it.
+Learning rates and gains may differ per seed in one compiled program, and the seed
+axis can be sharded over devices. ``Trainer`` exposes the same step as a pure
+``init``/``step`` pair over a pytree ``TrainState`` for loops a user drives.
 """
 
-from ._engine import Run, Status, train
+from ._engine import Run, Status, named_optimizer, train
+from ._loop import Trainer, TrainState
 from ._paper import PAPER_TABLES, PaperRow
 from ._settings import (
     ACTIVATIONS,
@@ -24,6 +28,9 @@ __all__ = [
     "Run",
     "Status",
     "train",
+    "Trainer",
+    "TrainState",
+    "named_optimizer",
     "paper_layer_to_rsd",
     "paper_names",
     "PAPER_TABLES",

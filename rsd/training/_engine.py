@@ -150,6 +150,7 @@ def train(
     lr=None,
     gain=None,
     devices=None,
+    optimizer: optax.GradientTransformation | None = None,
 ) -> Run:
     """Train ``setting``'s network on (x, y) once per seed and record the pair dynamics.
 
@@ -194,11 +195,16 @@ def train(
             (no full-data pass), so a large k makes minibatch training on large data
             sets cheap. k = 1 (the default) records every step.
         lr, gain: hyperparameters as data: None (``setting.lr``, ``setting.gain``), a
-            number, or one value per seed [S] (lr finite > 0, gain finite >= 0). Seeds with
+            number, or one value per seed [S] (lr finite > 0, gain finite > 0). Seeds with
             different learning rates share one compiled program; a gain acts through the
             initialization alone (one small program per distinct gain). Seed s with
             ``lr[s]``, ``gain[s]`` gives the result of ``setting.replace(lr=lr[s],
             gain=gain[s])`` to float32 round-off.
+        optimizer: None (``setting.optimizer`` by name, :func:`named_optimizer`), or any
+            ``optax.GradientTransformation``, used as given. To take ``lr`` (per seed),
+            it must carry an injected learning rate (``optax.inject_hyperparams``, e.g.
+            ``optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)``);
+            without ``lr`` its own hyperparameters stand and ``Run.lr`` is NaN.
         devices: None (the default device), ``"all"`` (every local device), an int n
             (the first n local devices) or a sequence of devices: the seed axis of each
             chunk is sharded over them (a 1-D ``jax.sharding.Mesh`` with axis
@@ -230,8 +236,12 @@ def train(
     record_every = int(record_every)
     i, j = _check_pair(pair, n)
     lr_host = _per_seed("lr", setting.lr if lr is None else lr, num_seeds, positive=True)
+    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+        raise ValueError("optimizer must be None or an optax.GradientTransformation; got "
+                         f"{_short_repr(optimizer)}.")
+    set_lr = optimizer is None or lr is not None
     gain_host = _per_seed("gain", setting.gain if gain is None else gain, num_seeds,
-                          positive=False)
+                          positive=True)
     mesh = _mesh(devices)
     num_devices = 1 if mesh is None else mesh.size
 
@@ -266,6 +276,11 @@ def train(
     root_key = _typed_key(root_key)
 
     per_seed_init, shared_init = _split_init(init_params, num_seeds, network)
+    if optimizer is not None and lr is not None and not _has_injected_lr(
+            optimizer, jax.eval_shape(network.init, jax.random.key(0))):
+        raise ValueError("lr needs an optimizer with an injected learning rate "
+                         "(optax.inject_hyperparams(...)(learning_rate=...)); the given "
+                         "optimizer has none: pass lr=None to use its own.")
     # Seed counts share programs in power-of-two buckets (1, 2, 4, ...) up to chunk_size.
     chunk = min(chunk_size, 1 << (num_seeds - 1).bit_length())
     chunk = -(-chunk // num_devices) * num_devices
@@ -291,19 +306,15 @@ def train(
         final_slot = len(mat_steps) - 1 if mat_steps[-1] == steps else -1
         num_mats = len(mat_steps)
 
-    # The compiled programs depend on the setting's structure only: not on its lr (an
-    # argument), name, the data's distances or dims (taken from the data), the gain (it
-    # acts through the initialization alone) or a dropout rate the network does not
-    # use; a minibatch as large as the data is the full batch. The initialization
-    # depends on the network alone.
+    # The compiled programs depend on the setting's structure only (Setting.structure:
+    # lr and gain are per-seed data, the gain acting through the initialization alone);
+    # a minibatch as large as the data is the full batch. The initialization depends on
+    # the network alone.
     batch_size = setting.batch_size if setting.batch_size is not None and setting.batch_size < n \
         else None
-    neutral = dict(name="", layers=None, dx2=1.0, dy2=0.5, in_dim=None, out_dim=None)
-    if setting.architecture != "dropout":
-        neutral["dropout_rate"] = 0.1
-    structure = setting.replace(lr=1.0, batch_size=batch_size, gain=1.0, **neutral)
-    init_structure = setting.replace(lr=1.0, batch_size=None, steps=1, optimizer="sgd",
-                                     loss="half_mse", **neutral)
+    structure = setting.structure().replace(batch_size=batch_size)
+    init_structure = setting.structure().replace(batch_size=None, steps=1, optimizer="sgd",
+                                                 loss="half_mse")
     program = _chunk_program(
         in_dim=in_dim, out_dim=out_dim, setting=structure, layers=layers,
         matrix_layers=matrix_layers, num_mats=num_mats, final_slot=final_slot,
@@ -312,6 +323,7 @@ def train(
         record_every=record_every,
         stop_block=None if stop_loss is None else
         min(num_records, max(1, _STOP_BLOCK // record_every)),
+        optimizer=optimizer, set_lr=set_lr,
     )
     stop_arg = None if stop_loss is None else jnp.asarray(stop_loss, dtype)
     pair_idx = jnp.asarray([i, j], jnp.int32)
@@ -368,7 +380,8 @@ def train(
         h=out["h"], y=out["y"], w=out["w"], loss=out["loss"],
         record_steps=jnp.arange(num_records, dtype=jnp.int32) * record_every, e0=out["e0"],
         status=out["status"], diverged_step=out["diverged_step"], stop_step=stop_step,
-        seeds=jnp.asarray(seeds_host), lr=jnp.asarray(lr_host, dtype),
+        seeds=jnp.asarray(seeds_host),
+        lr=jnp.asarray(lr_host if set_lr else np.full(num_seeds, np.nan), dtype),
         gain=jnp.asarray(gain_host, dtype), dx2=dx2, dy2=dy2,
         hidden_matrices=out.get("hidden_matrices"), output_matrices=out.get("output_matrices"),
         matrix_steps=mat_times, params=out.get("params"), layers=layers,
@@ -430,6 +443,30 @@ def _replicate(tree, mesh):
     return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
 
+@functools.lru_cache(maxsize=None)
+def named_optimizer(name: str) -> optax.GradientTransformation:
+    """The optax transformation of ``Setting.optimizer`` ``name`` ("sgd": plain SGD,
+    "adam": optax defaults = PyTorch's), with its learning rate injected
+    (``optax.inject_hyperparams``): the rate is a value in the optimizer state
+    (``state.hyperparams["learning_rate"]``), so seeds with different rates share one
+    compiled program. One object per name (a stable cache key)."""
+    factory = {"sgd": optax.sgd, "adam": optax.adam}[name]
+    return optax.inject_hyperparams(factory)(learning_rate=1.0)
+
+
+def _with_learning_rate(opt_state, lr):
+    """``opt_state`` with its injected learning rate set to ``lr``."""
+    hyper = dict(opt_state.hyperparams)
+    hyper["learning_rate"] = jnp.asarray(lr, hyper["learning_rate"].dtype)
+    return opt_state._replace(hyperparams=hyper)
+
+
+def _has_injected_lr(optimizer, params) -> bool:
+    state = jax.eval_shape(optimizer.init, params)
+    hyper = getattr(state, "hyperparams", None)
+    return isinstance(hyper, dict) and "learning_rate" in hyper
+
+
 def _pad_seeds(a, padded):
     """Repeat the last seed's row of ``a`` [S, ...] up to ``padded`` rows."""
     extra = padded - a.shape[0]
@@ -455,7 +492,7 @@ def _stack(trees):
 @functools.lru_cache(maxsize=64)
 def _chunk_program(*, in_dim, out_dim, setting, layers, matrix_layers, num_mats, final_slot,
                    return_params, unroll, replay_masks=False, data_axes=(None, None),
-                   record_every=1, stop_block=None):
+                   record_every=1, stop_block=None, optimizer=None, set_lr=True):
     """The jitted program that trains one chunk of seeds (cached per static configuration).
 
     ``data_axes``: the vmap axis of x and y (0 = one data set per seed, None = shared).
@@ -465,11 +502,13 @@ def _chunk_program(*, in_dim, out_dim, setting, layers, matrix_layers, num_mats,
     network = _make_network(setting, in_dim, out_dim)
     statics = dict(network=network, setting=setting, layers=layers,
                    matrix_layers=matrix_layers, num_mats=num_mats,
-                   return_params=return_params, unroll=unroll, record_every=record_every)
+                   return_params=return_params, unroll=unroll, record_every=record_every,
+                   optimizer=optimizer)
     if stop_block is None:
         one = functools.partial(_train_one_seed, final_slot=final_slot, **statics)
         x_axis, y_axis = data_axes
-        batched = jax.vmap(one, in_axes=(0, 0, 0, x_axis, y_axis, None, None, None, 0, None))
+        batched = jax.vmap(one, in_axes=(0, 0, 0, x_axis, y_axis, None, None, None,
+                                         0 if set_lr else None, None))
 
         def run(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot, mat_times, lr,
                 stop_loss, masks):
@@ -483,6 +522,8 @@ def _chunk_program(*, in_dim, out_dim, setting, layers, matrix_layers, num_mats,
                 stop_loss, masks):
         global _TRACES
         _TRACES += 1
+        if not set_lr:  # a given optimizer keeps its own hyperparameters
+            lr = None
         return run(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot, mat_times, lr,
                    stop_loss, masks)
 
@@ -502,7 +543,7 @@ class _Stepper(NamedTuple):
 
 def _seed_stepper(x, y, k_shuffle, k_dropout, pair_idx, tracked, slot, lr, masks, stop_loss, *,
                   network, setting, layers, matrix_layers, num_mats, record_every, guard,
-                  unroll):
+                  unroll, optimizer=None):
     """The training of ONE seed as pure functions over its carry (a :class:`_Stepper`).
 
     carry = (params, opt_state, status, diverged_step, stop_step, mats, order). A record
@@ -512,12 +553,15 @@ def _seed_stepper(x, y, k_shuffle, k_dropout, pair_idx, tracked, slot, lr, masks
     or None for no early stopping) a seed whose recorded loss at record step t is below
     it stops there: ``stop_step = t`` and update t and all later ones are skipped, like
     the freeze on divergence. With ``guard`` (static), steps t >= ``setting.steps`` (the
-    padding of the last record unit or block) change nothing.
+    padding of the last record unit or block) change nothing. ``optimizer``: an optax
+    ``GradientTransformation`` (default: the setting's named optimizer with an injected
+    learning rate, :func:`named_optimizer`).
     """
-    if setting.optimizer == "sgd":
-        optimizer = optax.sgd(lr)
-    else:
-        optimizer = optax.adam(lr)
+    # The optimizer is static (part of the program); the learning rate is data: it lives
+    # in the optimizer state (optax.inject_hyperparams), set per seed at step 0. lr None
+    # leaves a given optimizer's own hyperparameters alone.
+    if optimizer is None:
+        optimizer = named_optimizer(setting.optimizer)
 
     steps = setting.steps
     n = x.shape[0]
@@ -677,14 +721,17 @@ def _seed_stepper(x, y, k_shuffle, k_dropout, pair_idx, tracked, slot, lr, masks
         order0 = None if batch_size is None else \
             jnp.zeros(batches_per_epoch * batch_size, jnp.int32)
         last = jnp.int32(steps)
-        return (params, optimizer.init(params), jnp.int32(Status.OK), last, last, mats0, order0)
+        opt_state = optimizer.init(params)
+        if lr is not None:
+            opt_state = _with_learning_rate(opt_state, lr)
+        return (params, opt_state, jnp.int32(Status.OK), last, last, mats0, order0)
 
     return _Stepper(carry0=carry0, unit=unit, matrices=matrices, records_of=records_of)
 
 
 def _train_one_seed(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot, lr, masks, *,
                     network, setting, layers, matrix_layers, num_mats, final_slot,
-                    return_params, unroll, record_every):
+                    return_params, unroll, record_every, optimizer):
     """Train ONE seed for ``setting.steps`` steps from ``params`` in one ``lax.scan`` over
     its record units.
 
@@ -696,7 +743,7 @@ def _train_one_seed(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot,
                        network=network, setting=setting, layers=layers,
                        matrix_layers=matrix_layers, num_mats=num_mats,
                        record_every=record_every, guard=num_records * record_every != steps,
-                       unroll=unroll)
+                       unroll=unroll, optimizer=optimizer)
     (params, _, status, diverged_step, _, mats, _), rec = lax.scan(
         st.unit, st.carry0(params), jnp.arange(num_records, dtype=jnp.int32),
         unroll=unroll if record_every == 1 else 1)
@@ -716,7 +763,7 @@ def _train_one_seed(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot,
 def _train_chunk_until_stopped(params, k_shuffle, k_dropout, x, y, pair_idx, tracked, slot,
                                mat_times, lr, stop_loss, masks, *, data_axes, network, setting,
                                layers, matrix_layers, num_mats, return_params, unroll,
-                               record_every, block):
+                               record_every, block, optimizer):
     """Train a chunk of seeds with early stopping: blocks of ``block`` record units until
     all are done.
 
@@ -738,7 +785,7 @@ def _train_chunk_until_stopped(params, k_shuffle, k_dropout, x, y, pair_idx, tra
         return _seed_stepper(xs, ys, ks, kd, pair_idx, tracked, slot, lr_s, masks, stop_loss,
                              network=network, setting=setting, layers=layers,
                              matrix_layers=matrix_layers, num_mats=num_mats, record_every=k,
-                             guard=True, unroll=unroll)
+                             guard=True, unroll=unroll, optimizer=optimizer)
 
     def start(p, xs, ys, ks, kd, lr_s):
         return stepper(xs, ys, ks, kd, lr_s).carry0(p)
@@ -780,13 +827,13 @@ def _train_chunk_until_stopped(params, k_shuffle, k_dropout, x, y, pair_idx, tra
             result["params"] = params
         return result
 
-    data_in = (x_axis, y_axis, 0, 0, 0)
+    data_in = (x_axis, y_axis, 0, 0, None if lr is None else 0)
     carry = jax.vmap(start, in_axes=(0,) + data_in)(params, x, y, k_shuffle, k_dropout, lr)
     # Record buffers [seeds, blocks·block, ...], from the shapes of one block's records.
     rec_shapes = jax.eval_shape(
         lambda c, xs, ys, ks, kd, lr_s: run_block(c, jnp.int32(0), xs, ys, ks, kd, lr_s)[1],
         jax.tree.map(lambda a: a[0], carry), _first(x, x_axis), _first(y, y_axis),
-        k_shuffle[0], k_dropout[0], lr[0])
+        k_shuffle[0], k_dropout[0], None if lr is None else lr[0])
     num_seeds = k_shuffle.shape[0]
     padded_records = math.ceil(num_records / block) * block
     bufs = {key: jnp.zeros((num_seeds, padded_records) + s.shape[1:], s.dtype)

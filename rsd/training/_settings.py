@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import numpy as np
@@ -102,6 +103,10 @@ class Setting:
     loss: str = "half_mse"
     name: str = ""
 
+    HYPERPARAMETERS: ClassVar[tuple[str, ...]] = ("lr", "gain", "dx2", "dy2")
+    """Fields that are data to a compiled training program, not part of its structure:
+    ``train`` takes lr and gain per seed, dx2 and dy2 come with each seed's data."""
+
     def __new__(cls, *args, **kwargs):
         # Every construction (Setting(...), replace, from_paper, copy, pickle) passes here
         # before the dataclass __init__, which would raise TypeError for an unknown or doubled
@@ -164,6 +169,25 @@ class Setting:
         return make_network(self.architecture, activation=self.activation, width=self.width,
                             depth=self.depth, gain=self.gain, in_dim=in_dim, out_dim=out_dim,
                             dropout_rate=self.dropout_rate)
+
+    def structure(self) -> "Setting":
+        """What a compiled training program depends on: this setting with its
+        ``HYPERPARAMETERS`` and its descriptive fields (name, layers, in_dim, out_dim,
+        which the data and ``train``'s arguments fix) set to fixed neutral values, and
+        the dropout rate neutral unless the architecture uses it.
+
+        Two settings with equal structures train in one program: their differences are
+        data (``train(..., lr=, gain=)`` and per-seed x, y). Hashable (a cache key).
+        """
+        neutral = dict(lr=1.0, gain=1.0, dx2=1.0, dy2=0.5, name="", layers=None,
+                       in_dim=None, out_dim=None)
+        if self.architecture != "dropout":
+            neutral["dropout_rate"] = 0.1
+        return self.replace(**neutral)
+
+    def hyperparameters(self) -> dict:
+        """The values of ``HYPERPARAMETERS`` (the fields ``structure`` sets aside)."""
+        return {name: getattr(self, name) for name in self.HYPERPARAMETERS}
 
     def replace(self, **changes) -> "Setting":
         """A copy with some fields changed (validated again); unknown field names raise ValueError."""

@@ -1,0 +1,159 @@
+"""Training as a pure ``init``/``step`` pair over a pytree state, for loops a user drives.
+
+``Trainer(setting, x, y)`` gives ``init(seed) -> TrainState`` and ``step(state) ->
+(state, records)``: pure functions to ``jax.jit``, ``jax.vmap`` (over seeds, learning
+rates, initial parameters) and ``lax.scan``. ``step`` is the very step :func:`train`
+scans (the same function of the same engine), so a scan of ``T`` steps from
+``init(s)`` reproduces ``train(setting, x, y, seeds=[s])`` record for record.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ._engine import (
+    _as_float_array,
+    _check_data,
+    _check_layers,
+    _check_pair,
+    _has_injected_lr,
+    _seed_stepper,
+    _short_repr,
+    _typed_key,
+    named_optimizer,
+)
+from ._settings import MAX_STEPS, Setting
+
+__all__ = ["TrainState", "Trainer"]
+
+
+class TrainState(NamedTuple):
+    """The state of ONE seed's training (a pytree; a leading axis for many seeds).
+
+    * ``params``: the network's parameters; ``opt_state``: the optimizer's state (with
+      the default optimizers it holds the learning rate,
+      ``opt_state.hyperparams["learning_rate"]``).
+    * ``step`` int32: the index t of the next step (0 at ``init``).
+    * ``status`` int32 (:class:`Status`), ``diverged_step`` int32: the step whose loss,
+      activations or gradient turned non-finite (``MAX_STEPS`` while none has); from
+      then on ``step`` leaves ``params`` and ``opt_state`` unchanged.
+    * ``order``: the current epoch's minibatch order (None for full batch).
+    * ``k_order``, ``k_dropout``: the seed's minibatch-order and dropout keys.
+    """
+
+    params: Any
+    opt_state: Any
+    step: jax.Array
+    status: jax.Array
+    diverged_step: jax.Array
+    order: jax.Array | None
+    k_order: jax.Array
+    k_dropout: jax.Array
+
+
+class Trainer:
+    """``init``/``step`` for one setting on one data set (x [n, in_dim], y [n, out_dim]).
+
+    Args:
+        setting: the :class:`Setting` (architecture, optimizer by name, lr, batch size,
+            loss; ``setting.steps`` is not used: the caller decides how many steps).
+        x, y: the training data, shared by every seed.
+        pair: the two points whose h, y, w ``step`` records.
+        layers: hidden layers whose h is recorded (default ``setting.layers``, else all).
+        optimizer: None (``setting.optimizer`` by name with an injected learning rate,
+            :func:`named_optimizer`) or any ``optax.GradientTransformation``.
+
+    Example (64 seeds × 4 learning rates in one program)::
+
+        trainer = Trainer(setting, x, y)
+        seeds, lrs = jnp.meshgrid(jnp.arange(64), jnp.asarray([1e-3, 3e-3, 1e-2, 3e-2]))
+        state = jax.vmap(trainer.init)(seeds.ravel(), lrs.ravel())
+        run = jax.jit(jax.vmap(lambda s: jax.lax.scan(lambda c, _: trainer.step(c), s,
+                                                      length=1000)))
+        state, records = run(state)   # records["h"]: [256, 1000, K]
+    """
+
+    def __init__(self, setting: Setting, x, y, *, pair=(0, 1), layers=None,
+                 optimizer: optax.GradientTransformation | None = None):
+        if not isinstance(setting, Setting):
+            raise ValueError(f"setting must be an rsd.training.Setting; got {type(setting).__name__}.")
+        dtype = jnp.result_type(float)
+        x = _as_float_array("x", x, dtype)
+        y = _as_float_array("y", y, dtype)
+        if x.ndim != 2 or y.ndim != 2:
+            raise ValueError("x and y must have shapes [n, in_dim] and [n, out_dim] (one data "
+                             f"set; vmap the trainer for several); got {tuple(x.shape)} and "
+                             f"{tuple(y.shape)}.")
+        _check_data(setting, x, y, 1)
+        n = x.shape[0]
+        self.pair = _check_pair(pair, n)
+        if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+            raise ValueError("optimizer must be None or an optax.GradientTransformation; got "
+                             f"{_short_repr(optimizer)}.")
+        batch_size = setting.batch_size if setting.batch_size is not None and \
+            setting.batch_size < n else None
+        self.setting = setting
+        self.network = setting.network(x.shape[1], y.shape[1])
+        self.layers = _check_layers("layers", layers if layers is not None else setting.layers,
+                                    self.network.num_hidden)
+        self.optimizer = named_optimizer(setting.optimizer) if optimizer is None else optimizer
+        self._named = optimizer is None
+        self._takes_lr = self._named or _has_injected_lr(
+            self.optimizer, jax.eval_shape(self.network.init, jax.random.key(0)))
+        self._structure = setting.replace(batch_size=batch_size)
+        self.x, self.y = x, y
+
+    def init(self, seed, lr=None, *, params=None, root_key=None) -> TrainState:
+        """The state at step 0 of seed ``seed`` (an int, or a traced int32 under vmap).
+
+        Keys as in :func:`train`: ``(k_init, k_order, k_dropout) =
+        split(fold_in(root_key, seed), 3)`` (default ``root_key = jax.random.key(0)``).
+        ``lr``: the learning rate (default ``setting.lr`` with the named optimizers; a
+        given optimizer keeps its own unless ``lr`` is passed, which needs an injected
+        learning rate). ``params``: start from these instead of the random
+        initialization (``network.from_layers`` builds them from (W, b) pairs).
+        """
+        if lr is not None and not self._takes_lr:
+            raise ValueError("lr needs an optimizer with an injected learning rate "
+                             "(optax.inject_hyperparams(...)(learning_rate=...)).")
+        root_key = jax.random.key(0) if root_key is None else _typed_key(root_key)
+        k_init, k_order, k_dropout = jax.random.split(
+            jax.random.fold_in(root_key, jnp.asarray(seed, jnp.uint32)), 3)
+        if params is None:
+            params = self.network.init(k_init)
+        if lr is None and self._named:
+            lr = self.setting.lr
+        carry = self._stepper(k_order, k_dropout, lr).carry0(params)
+        p, opt_state, status, _, _, _, order = carry
+        return TrainState(params=p, opt_state=opt_state, step=jnp.int32(0), status=status,
+                          diverged_step=jnp.int32(MAX_STEPS), order=order, k_order=k_order,
+                          k_dropout=k_dropout)
+
+    def step(self, state: TrainState) -> tuple[TrainState, dict]:
+        """One training step: the records of ``state`` (before the update) and the state
+        after it.
+
+        Records: ``h`` [K] at ``layers``, ``y``, ``w``, ``e0`` of the pair and the
+        full-data half-MSE ``loss``, in eval mode, as :func:`train` records them.
+        """
+        stepper = self._stepper(state.k_order, state.k_dropout, None)
+        steps = jnp.int32(self._structure.steps)
+        carry = (state.params, state.opt_state, state.status, state.diverged_step, steps, None,
+                 state.order)
+        (params, opt_state, status, diverged_step, _, _, order), rec = stepper.unit(
+            carry, state.step)
+        return state._replace(params=params, opt_state=opt_state, step=state.step + 1,
+                              status=status, diverged_step=diverged_step, order=order), rec
+
+    def _stepper(self, k_order, k_dropout, lr):
+        return _seed_stepper(
+            self.x, self.y, k_order, k_dropout, jnp.asarray(self.pair, jnp.int32), None, None,
+            lr, None, None, network=self.network, setting=self._structure,
+            layers=self.layers, matrix_layers=None, num_mats=0, record_every=1, guard=False,
+            unroll=1, optimizer=self.optimizer)
+
+

@@ -122,3 +122,80 @@ def test_four_devices_give_the_one_device_numbers():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stderr[-3000:]
+
+
+# --- memory-aware chunking ---------------------------------------------------------------
+
+def _spy_chunks(monkeypatch, fail_above=None):
+    """Record the seed count of every chunk program call; optionally make every call with
+    more than ``fail_above`` seeds fail as a device out-of-memory error does."""
+    from rsd.training import _engine
+
+    sizes = []
+    real = _engine._chunk_program
+
+    def spying(**kw):
+        program = real(**kw)
+
+        def call(params, k_shuffle, *rest):
+            size = k_shuffle.shape[0]
+            sizes.append(size)
+            if fail_above is not None and size > fail_above:
+                raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
+                                   "1234567 bytes.")
+            return program(params, k_shuffle, *rest)
+        return call
+
+    monkeypatch.setattr(_engine, "_chunk_program", spying)
+    return sizes
+
+
+def test_a_small_memory_budget_gives_several_identical_chunks(monkeypatch):
+    s = _setting()
+    x, y = _pair(s)
+    whole = training.train(s, x, y, seeds=range(6), chunk_size=8)
+    # The footprint per seed, by hand: parameters ×4 (params, gradient, update, new
+    # params; SGD has no moments), 3 activations per hidden unit and point, T records of
+    # (1 layer + 4) values, float32.
+    p, depth = s.width, s.depth
+    n_params = 1 * p + p + (depth - 1) * (p * p + p) + p * 1 + 1
+    per_seed = 4 * (4 * n_params + 3 * 2 * p * depth + s.steps * 5)
+    sizes = _spy_chunks(monkeypatch)
+    small = training.train(s, x, y, seeds=range(6), memory_budget=2 * per_seed + 1)
+    assert sizes == [2, 2, 2]
+    for name, a in _records(small).items():
+        np.testing.assert_array_equal(a, _records(whole)[name], err_msg=name)
+    sizes.clear()
+    training.train(s, x, y, seeds=range(6), memory_budget=2 * per_seed - 1)
+    assert sizes == [1] * 6
+
+
+def test_a_chunk_out_of_memory_is_halved_and_retried(monkeypatch):
+    s = _setting()
+    x, y = _pair(s)
+    whole = training.train(s, x, y, seeds=range(5), chunk_size=8)
+    sizes = _spy_chunks(monkeypatch, fail_above=2)
+    with pytest.warns(RuntimeWarning, match="ran out of device memory; retrying with 4"):
+        retried = training.train(s, x, y, seeds=range(5), chunk_size=8)
+    assert sizes == [8, 4, 2, 2, 2]
+    for name, a in _records(retried).items():
+        np.testing.assert_array_equal(a, _records(whole)[name], err_msg=name)
+    # Other errors are not retried.
+    monkeypatch.undo()
+    from rsd.training import _engine
+    monkeypatch.setattr(_engine, "_is_out_of_memory", lambda e: False)
+    _spy_chunks(monkeypatch, fail_above=2)
+    with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED"):
+        training.train(s, x, y, seeds=range(5), chunk_size=8)
+
+
+def test_memory_budget_from_the_environment(monkeypatch):
+    s = _setting()
+    x, y = _pair(s)
+    sizes = _spy_chunks(monkeypatch)
+    monkeypatch.setenv("RSD_MEMORY_BUDGET", "1")
+    training.train(s, x, y, seeds=range(3))
+    assert sizes == [1, 1, 1]
+    monkeypatch.setenv("RSD_MEMORY_BUDGET", "lots")
+    with pytest.raises(ValueError, match="RSD_MEMORY_BUDGET must be a number of bytes"):
+        training.train(s, x, y, seeds=range(3))

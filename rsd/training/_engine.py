@@ -29,6 +29,8 @@ from __future__ import annotations
 import enum
 import functools
 import math
+import os
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import equinox as eqx
@@ -139,7 +141,7 @@ def train(
     tracked=None,
     matrix_steps=None,
     matrix_layers=None,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     root_key=None,
     return_params: bool = False,
     progress: bool | None = None,
@@ -151,6 +153,7 @@ def train(
     gain=None,
     devices=None,
     optimizer: optax.GradientTransformation | None = None,
+    memory_budget: int | None = None,
 ) -> Run:
     """Train ``setting``'s network on (x, y) once per seed and record the pair dynamics.
 
@@ -176,7 +179,15 @@ def train(
         tracked: inputs [n_t, in_dim] (shared by all seeds) whose pairwise distance
             matrices are recorded at ``matrix_steps`` (default (0, steps)) for
             ``matrix_layers`` (default ``layers``) and the output.
-        chunk_size: seeds per compiled chunk (memory is bounded by one chunk).
+        chunk_size: seeds per compiled chunk (memory is bounded by one chunk). None
+            (default): the largest power of two, at most 64 (``AUTO_CHUNK_MAX``), whose
+            estimated footprint (parameters, gradients, optimizer state, activations of
+            the full data, recorded series and matrices, per seed) fits
+            ``memory_budget``. A chunk that still runs out of device memory is halved
+            and retried (a warning says so), down to one seed per device.
+        memory_budget: bytes for one chunk; default: the env var ``RSD_MEMORY_BUDGET``,
+            else half of the device's free memory (``Device.memory_stats``), or on a
+            CPU half of the host's available memory.
         root_key: a ``jax.random.key``; default ``jax.random.key(0)``.
         return_params: also return the final parameters.
         progress: show a tqdm bar over chunks (default: when there is more than one).
@@ -227,7 +238,10 @@ def train(
     x_per_seed, y_per_seed = _check_data(setting, x, y, num_seeds)
     n, in_dim = x.shape[-2:]
     out_dim = y.shape[-1]
-    check_int_range("chunk_size", chunk_size, 1)
+    if chunk_size is not None:
+        check_int_range("chunk_size", chunk_size, 1)
+    if memory_budget is not None:
+        check_int_range("memory_budget", memory_budget, 1)
     check_int_range("unroll", unroll, 1)
     if not isinstance(return_params, bool):
         raise ValueError(f"return_params must be True or False; got {return_params!r}.")
@@ -281,21 +295,18 @@ def train(
         raise ValueError("lr needs an optimizer with an injected learning rate "
                          "(optax.inject_hyperparams(...)(learning_rate=...)); the given "
                          "optimizer has none: pass lr=None to use its own.")
-    # Seed counts share programs in power-of-two buckets (1, 2, 4, ...) up to chunk_size.
+    # Seed counts share programs in power-of-two buckets (1, 2, 4, ...) up to the chunk
+    # size: the given one, or the largest power of two whose footprint fits the memory.
+    per_seed_bytes = _seed_footprint(
+        network, setting, n=n, num_records=num_records, num_layers=len(layers),
+        num_mats=num_mats_of(mat_steps), matrix_layers=matrix_layers, tracked=tracked,
+        data_per_seed=(x.shape[-2] * x.shape[-1] if x_per_seed else 0)
+        + (y.shape[-2] * y.shape[-1] if y_per_seed else 0), dtype=dtype)
+    if chunk_size is None:
+        budget = _memory_budget(memory_budget, mesh)
+        chunk_size = _auto_chunk(per_seed_bytes, budget)
     chunk = min(chunk_size, 1 << (num_seeds - 1).bit_length())
     chunk = -(-chunk // num_devices) * num_devices
-    num_chunks = math.ceil(num_seeds / chunk)
-    padded = num_chunks * chunk
-    # Padding repeats the last seed (its data and initialization too); its duplicate
-    # results are dropped below.
-    seed_ids = np.concatenate([seeds_host, np.full(padded - num_seeds, seeds_host[-1])])
-    lr_padded = np.concatenate([lr_host, np.full(padded - num_seeds, lr_host[-1])])
-    gain_padded = np.concatenate([gain_host, np.full(padded - num_seeds, gain_host[-1])])
-    if per_seed_init is not None:
-        per_seed_init = [tuple(np.concatenate([a, np.repeat(a[-1:], padded - num_seeds, 0)])
-                               for a in layer) for layer in per_seed_init]
-    x_padded = _pad_seeds(x, padded) if x_per_seed else x
-    y_padded = _pad_seeds(y, padded) if y_per_seed else y
 
     slot = np.full(steps, -1, np.int32)
     final_slot, num_mats = -1, 0
@@ -330,42 +341,67 @@ def train(
     slot = jnp.asarray(slot)
     mat_times = None if mat_steps is None else jnp.asarray(mat_steps, jnp.int32)
 
-    show = progress if progress is not None else num_chunks > 1
-    chunks = range(num_chunks)
+    show = progress if progress is not None else num_seeds > chunk
+    bar = None
     if show:
         from tqdm.auto import tqdm
 
-        chunks = tqdm(chunks, desc=f"train {setting.name or setting.architecture}", unit="chunk")
-    outputs = []
-    for c in chunks:
-        sl = slice(c * chunk, (c + 1) * chunk)
+        bar = tqdm(total=num_seeds, desc=f"train {setting.name or setting.architecture}",
+                   unit="seed")
+
+    def run_chunk(idx):
+        """Train seeds ``idx`` (a chunk, the last one padded by repeating its last seed:
+        its data and initialization too; the duplicates' results are dropped)."""
         # The chunk's keys come from one small program (one dispatch, not three per seed:
         # on the host those dominated short runs); random initializations are made one
         # seed at a time by a program compiled once per network (not per chunk size:
         # random draws compile slowly).
-        keys = _seed_keys(root_key, jnp.asarray(seed_ids[sl], jnp.uint32))
+        size = len(idx)
+        keys = _seed_keys(root_key, jnp.asarray(seeds_host[idx], jnp.uint32))
         if per_seed_init is not None:
-            params = network.from_layers([tuple(jnp.array(a[sl], dtype) for a in layer)
+            params = network.from_layers([tuple(jnp.asarray(a[idx], dtype) for a in layer)
                                           for layer in per_seed_init])
         elif shared_init is not None:
-            params = network.from_layers([tuple(jnp.broadcast_to(a, (chunk,) + a.shape)
+            params = network.from_layers([tuple(jnp.broadcast_to(a, (size,) + a.shape)
                                                 for a in layer) for layer in shared_init])
         else:
             params = _stack([
                 _init_program(in_dim, out_dim, init_structure.replace(gain=float(g)))(k)
-                for k, g in zip(keys[:, 0], gain_padded[sl])])
+                for k, g in zip(keys[:, 0], gain_host[idx])])
         params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
         k_shuffle, k_dropout = keys[:, 1], keys[:, 2]
-        xc = x_padded[sl] if x_per_seed else x
-        yc = y_padded[sl] if y_per_seed else y
-        lrc = jnp.asarray(lr_padded[sl], dtype)
+        xc = x[idx] if x_per_seed else x
+        yc = y[idx] if y_per_seed else y
+        lrc = jnp.asarray(lr_host[idx], dtype)
         if mesh is not None:
             params, k_shuffle, k_dropout, lrc = _shard((params, k_shuffle, k_dropout, lrc), mesh)
             xc, yc = (_shard(a, mesh) if per else _replicate(a, mesh)
                       for a, per in ((xc, x_per_seed), (yc, y_per_seed)))
-        outputs.append(program(params, k_shuffle, k_dropout, xc, yc, pair_idx, tracked, slot,
-                               mat_times, lrc, stop_arg, masks))
-    out = jax.tree.map(lambda *a: jnp.concatenate(a)[:num_seeds], *outputs)
+        out = program(params, k_shuffle, k_dropout, xc, yc, pair_idx, tracked, slot,
+                      mat_times, lrc, stop_arg, masks)
+        # Errors of an asynchronous run (running out of memory) surface here.
+        return jax.block_until_ready(out)
+
+    outputs, start = [], 0
+    while start < num_seeds:
+        idx = np.minimum(np.arange(start, start + chunk), num_seeds - 1)
+        try:
+            out = run_chunk(idx)
+        except Exception as error:  # noqa: BLE001 -- only out-of-memory is retried
+            if not _is_out_of_memory(error) or chunk <= num_devices:
+                raise
+            chunk = max(num_devices, chunk // 2 // num_devices * num_devices)
+            warnings.warn(f"train: a chunk ran out of device memory; retrying with "
+                          f"{chunk} seeds per chunk.", RuntimeWarning, stacklevel=2)
+            continue
+        real = min(chunk, num_seeds - start)
+        outputs.append(jax.tree.map(lambda a: a[:real], out))
+        start += real
+        if bar is not None:
+            bar.update(real)
+    if bar is not None:
+        bar.close()
+    out = jax.tree.map(lambda *a: jnp.concatenate(a), *outputs)
     stop_step = out.get("stop_step")
     if stop_step is None:
         stop_step = jnp.full((num_seeds,), steps, jnp.int32)
@@ -467,10 +503,75 @@ def _has_injected_lr(optimizer, params) -> bool:
     return isinstance(hyper, dict) and "learning_rate" in hyper
 
 
-def _pad_seeds(a, padded):
-    """Repeat the last seed's row of ``a`` [S, ...] up to ``padded`` rows."""
-    extra = padded - a.shape[0]
-    return a if extra == 0 else jnp.concatenate([a, jnp.repeat(a[-1:], extra, 0)])
+AUTO_CHUNK_MAX = 64
+"""The largest chunk ``train`` chooses by itself (more seeds per program stop paying on a
+CPU; pass ``chunk_size`` for larger chunks on an accelerator)."""
+
+
+def num_mats_of(mat_steps):
+    return 0 if mat_steps is None else len(mat_steps)
+
+
+def _seed_footprint(network, setting, *, n, num_records, num_layers, num_mats, matrix_layers,
+                    tracked, data_per_seed, dtype):
+    """Estimated bytes one seed needs in a chunk: parameters four times (the parameters,
+    their gradient, the update and the new parameters) plus the optimizer's moments,
+    every hidden layer's activations on the full data three times (forward values,
+    pre-activations, backward signals), the recorded series, the tracked matrices, and
+    per-seed data."""
+    itemsize = jnp.dtype(dtype).itemsize
+    n_params = sum(math.prod(w) + math.prod(b) for w, b in network.layer_shapes)
+    moments = 2 if setting.optimizer == "adam" else 0
+    hidden = sum(math.prod(w[1:]) for w, _ in network.layer_shapes[:-1])
+    activations = 3 * n * max(hidden, 1) * (1 if setting.architecture != "cnn" else
+                                            setting.width)
+    records = num_records * (num_layers + 4)
+    mats = 0
+    if num_mats:
+        mats = num_mats * (len(matrix_layers) + 1) * tracked.shape[0] ** 2
+    return itemsize * (n_params * (4 + moments) + activations + records + mats + data_per_seed)
+
+
+def _memory_budget(memory_budget, mesh):
+    """Bytes available to one chunk (see ``train``'s ``memory_budget``)."""
+    if memory_budget is not None:
+        return int(memory_budget)
+    env = os.environ.get("RSD_MEMORY_BUDGET")
+    if env:
+        try:
+            value = int(float(env))
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ValueError(f"RSD_MEMORY_BUDGET must be a number of bytes >= 1; got {env!r}.")
+        return value
+    devices = list(mesh.devices.flat) if mesh is not None else [jax.devices()[0]]
+    free = []
+    for device in devices:
+        stats = None
+        try:
+            stats = device.memory_stats()
+        except Exception:  # noqa: BLE001 -- a backend without memory stats
+            stats = None
+        if stats and "bytes_limit" in stats:
+            free.append(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    if free:
+        return len(free) * min(free) // 2
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return 2**31
+
+
+def _auto_chunk(per_seed_bytes, budget):
+    """The largest power of two <= AUTO_CHUNK_MAX whose seeds fit ``budget`` (at least 1)."""
+    fit = max(1, int(budget // max(per_seed_bytes, 1)))
+    return min(AUTO_CHUNK_MAX, 1 << (fit.bit_length() - 1))
+
+
+def _is_out_of_memory(error) -> bool:
+    text = f"{type(error).__name__}: {error}".lower()
+    return "resource_exhausted" in text or "out of memory" in text
 
 
 @jax.jit

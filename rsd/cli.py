@@ -56,6 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="rsd-out", help="folder for results (default: rsd-out)")
     rep.add_argument("--force", action="store_true", help="recompute finished experiments")
     sub.add_parser("list", help="list the experiments")
+    sweep = sub.add_parser("sweep", help="run a grid of settings × seeds from a TOML spec (resumable)")
+    sweep.add_argument("spec", help="the sweep spec (TOML; see rsd/sweeps/examples/two_points.toml)")
+    sweep.add_argument("--out", help="the sweep's folder (required unless --dry-run)")
+    sweep.add_argument("--dry-run", action="store_true", help="print the plan; train nothing")
+    sweep.add_argument("--force", action="store_true",
+                       help="delete the folder's sweep files (another spec's too) and start over")
+    sweep.add_argument("--devices", type=int, metavar="N", help="use the first N local devices (default: all)")
+    sweep.add_argument("--num-processes", type=int, metavar="N", help="processes of a multi-host run")
+    sweep.add_argument("--process-id", type=int, metavar="I", help="this process's id, 0 … N-1")
+    sweep.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0")
+    sweep.add_argument("--distributed", action="store_true",
+                       help="join a multi-process run whose layout JAX detects (SLURM, Open MPI, TPU pod)")
+    sweep.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                       help="no progress bar")
     return parser
 
 
@@ -105,6 +119,8 @@ def main(argv=None) -> int:
 
 
 def _dispatch(args) -> int:
+    if args.command == "sweep":
+        return _sweep(args)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,6 +145,27 @@ def _dispatch(args) -> int:
     report, _ = experiments.reproduce(args.only, size=args.size, out=args.out, force=args.force,
                                       overrides=args.overrides)
     print(f"report: {report}  (figures and data in {report.parent}/)")
+    return 0
+
+
+def _sweep(args) -> int:
+    from . import sweeps
+
+    spec = sweeps.load_spec(args.spec)
+    layout = (args.coordinator, args.num_processes, args.process_id)
+    if args.dry_run:
+        print(sweeps.describe_plan(sweeps.make_plan(spec), num_processes=args.num_processes or 1))
+        return 0
+    if args.out is None:
+        raise ValueError("rsd sweep needs --out DIR (or --dry-run).")
+    if args.distributed or any(v is not None for v in layout):
+        if args.distributed and any(v is not None for v in layout):
+            raise ValueError("--distributed detects the layout; do not also give --coordinator, "
+                             "--num-processes or --process-id.")
+        if args.num_processes != 1:
+            sweeps.init_distributed(*layout)
+    print(sweeps.run_sweep(spec, args.out, force=args.force, devices=args.devices,
+                           progress=args.progress))
     return 0
 
 

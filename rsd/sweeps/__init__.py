@@ -1,0 +1,51 @@
+"""Sweeps: grids of settings × seeds, trained and fitted in compiled chunks, sharded over
+devices and processes, stored as Parquet (and Zarr) and resumable after any kill.
+
+``load_spec(path)`` reads a TOML spec (:class:`SweepSpec`), ``make_plan`` expands it into
+cells, compiled groups and chunks (``describe_plan`` prints them), ``run_sweep`` runs it
+into a folder and ``read_results`` reads the folder's table. ``rsd sweep SPEC --out DIR``
+is the same from the command line; ``examples/two_points.toml`` is a spec to start from.
+"""
+
+from ._plan import (
+    ASSUMED_BANDWIDTH,
+    DATA_FIELDS,
+    Cell,
+    Chunk,
+    ChunkEstimate,
+    Group,
+    Plan,
+    describe_plan,
+    estimate_chunk,
+    make_plan,
+)
+from ._run import FIT_SKIPPED, SweepReport, init_distributed, result_schema, run_chunk, run_sweep
+from ._spec import SweepSpec, load_spec, parse_spec
+from ._store import MANIFEST, RESULTS, TRAJECTORIES, read_manifest, read_results
+
+__all__ = [
+    "SweepSpec",
+    "load_spec",
+    "parse_spec",
+    "Plan",
+    "Cell",
+    "Group",
+    "Chunk",
+    "ChunkEstimate",
+    "make_plan",
+    "describe_plan",
+    "estimate_chunk",
+    "run_sweep",
+    "run_chunk",
+    "init_distributed",
+    "SweepReport",
+    "result_schema",
+    "read_results",
+    "read_manifest",
+    "DATA_FIELDS",
+    "ASSUMED_BANDWIDTH",
+    "FIT_SKIPPED",
+    "MANIFEST",
+    "RESULTS",
+    "TRAJECTORIES",
+]

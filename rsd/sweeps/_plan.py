@@ -1,0 +1,292 @@
+"""The plan of a sweep: cells, compiled groups, elements and chunks.
+
+* A **cell** is one combination of the grid's values, a validated ``Setting``; cells
+  are numbered in the grid's product order (the first grid key varies slowest).
+* An **element** is a (cell, seed) pair, numbered cell-major, then by seed:
+  ``element = cell · len(seeds) + seed_index``.
+* Fields that change neither array shapes nor the compiled program — ``lr``, ``gain``,
+  ``dx2``, ``dy2`` (and the seed) — are data: cells that differ only in them share a
+  **group**, one compiled program whose elements each carry their own values. Every
+  other field (width, depth, architecture, activation, steps, optimizer, loss, ...)
+  defines the group.
+* Each group's elements, in element order, are cut into **chunks** of ``chunk_size``
+  (the last one shorter); chunks are numbered group after group. A chunk is the unit of
+  work, of storage (one Parquet part) and of resumption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import jax
+
+from ..training import Setting
+from ._spec import SweepSpec
+
+__all__ = ["Cell", "Group", "Chunk", "Plan", "ChunkEstimate", "make_plan", "describe_plan",
+           "estimate_chunk", "group_layers", "parameter_count", "DATA_FIELDS", "ASSUMED_BANDWIDTH"]
+
+# Setting fields that vary per element inside one compiled program.
+DATA_FIELDS = Setting.HYPERPARAMETERS
+# Assumed memory bandwidth of the time estimate (bytes/s): training a small network on
+# two points is memory-bound, each step streams every parameter about four times
+# (forward, backward, read and write of the update: 16 bytes per float32 parameter).
+ASSUMED_BANDWIDTH = 10e9
+_PASSES = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One grid combination: ``values`` (grid key → value) and its validated ``setting``."""
+
+    index: int
+    values: tuple[tuple[str, object], ...]
+    setting: Setting
+    group: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Cells that share one compiled program: ``structure`` is their setting with the
+    data fields (``DATA_FIELDS``) and the name taken from the base."""
+
+    index: int
+    structure: Setting
+    cells: tuple[int, ...]
+    chunks: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """A unit of work: ``elements`` (global element ids, ascending) of group ``group``."""
+
+    index: int
+    group: int
+    elements: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything a sweep will do, derived from its spec alone (no training)."""
+
+    spec: SweepSpec
+    base: Setting
+    cells: tuple[Cell, ...]
+    groups: tuple[Group, ...]
+    chunks: tuple[Chunk, ...]
+    layers: tuple[int, ...]
+
+    @property
+    def num_seeds(self) -> int:
+        return len(self.spec.seeds)
+
+    @property
+    def num_elements(self) -> int:
+        return len(self.cells) * self.num_seeds
+
+    def element(self, element: int) -> tuple[int, int]:
+        """(cell index, seed) of a global element id."""
+        cell, k = divmod(int(element), self.num_seeds)
+        return cell, self.spec.seeds[k]
+
+    @property
+    def max_steps(self) -> int:
+        return max(c.setting.steps for c in self.cells)
+
+    @property
+    def max_layers(self) -> int:
+        return max(len(_layers_of(c.setting, self.layers)) for c in self.cells)
+
+    def trajectory_chunk_len(self) -> int:
+        """Elements per Zarr chunk of ``trajectories.zarr``: ``chunk_size`` when every Zarr
+        chunk of that length lies inside one sweep chunk (so no two processes ever write
+        the same Zarr chunk), else 1 (one Zarr chunk per element)."""
+        size = self.spec.chunk_size
+        owner = {}
+        for chunk in self.chunks:
+            for block in {e // size for e in chunk.elements}:
+                if owner.setdefault(block, chunk.index) != chunk.index:
+                    return 1
+        return size
+
+
+def make_plan(spec: SweepSpec) -> Plan:
+    """Expand ``spec`` into validated cells, groups and chunks (module docstring).
+
+    Raises ValueError naming the grid values of a cell whose combination the
+    ``Setting`` refuses, or whose recorded layers its network does not have, or that is
+    not a two-point setting (``in_dim``, ``out_dim``, ``dx2``, ``dy2`` must be set).
+    """
+    if not isinstance(spec, SweepSpec):
+        raise ValueError(f"spec must be an rsd.sweeps.SweepSpec; got {type(spec).__name__}.")
+    base = spec.base_setting()
+    keys = spec.grid_keys
+    combos = list(itertools.product(*(values for _, values in spec.grid)))
+    cells, structures, checked = [], {}, set()
+    for index, combo in enumerate(combos):
+        values = tuple(zip(keys, combo))
+        where = "grid cell " + ", ".join(f"{k}={v!r}" for k, v in values) if values else "the base"
+        changes = dict(values)
+        if spec.layers is not None:
+            changes["layers"] = spec.layers
+        try:
+            setting = base.replace(**changes)
+        except ValueError as error:
+            raise ValueError(f"spec {where}: {error}") from None
+        _check_two_points(where, setting, checked)
+        structure = setting.replace(name=base.name, **{f: getattr(base, f) for f in DATA_FIELDS})
+        if structure not in structures:  # the layers depend on the structure alone
+            _check_layers(where, setting)
+            structures[structure] = len(structures)
+        group = structures[structure]
+        cells.append(Cell(index=index, values=values, setting=setting, group=group))
+
+    num_seeds = len(spec.seeds)
+    groups, chunks = [], []
+    by_group = {g: [] for g in structures.values()}
+    for cell in cells:
+        by_group[cell.group].append(cell.index)
+    for structure, g in structures.items():
+        members = tuple(by_group[g])
+        elements = [c * num_seeds + k for c in members for k in range(num_seeds)]
+        ids = []
+        for start in range(0, len(elements), spec.chunk_size):
+            ids.append(len(chunks))
+            chunks.append(Chunk(index=len(chunks), group=g,
+                                elements=tuple(elements[start:start + spec.chunk_size])))
+        groups.append(Group(index=g, structure=structure, cells=members, chunks=tuple(ids)))
+    layers = spec.layers if spec.layers is not None else base.layers
+    return Plan(spec=spec, base=base, cells=tuple(cells), groups=tuple(groups),
+                chunks=tuple(chunks), layers=layers)
+
+
+def _check_two_points(where, setting, checked):
+    from ..data import two_points
+
+    missing = [f for f in ("in_dim", "out_dim", "dx2", "dy2") if getattr(setting, f) is None]
+    if missing:
+        raise ValueError(
+            f"spec {where}: a sweep trains on two points, so Setting fields {', '.join(missing)} "
+            "must be set (a '2_points' base row sets them; otherwise give them in [set] or [grid]).")
+    key = (setting.dx2, setting.dy2, setting.in_dim, setting.out_dim)
+    if key in checked:
+        return
+    try:  # the points must exist in the working precision
+        two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim, out_dim=setting.out_dim)
+    except ValueError as error:
+        raise ValueError(f"spec {where}: {error}") from None
+    checked.add(key)
+
+
+def _check_layers(where, setting):
+    num_hidden = setting.network().num_hidden
+    layers = setting.layers if setting.layers is not None else ()
+    bad = [k for k in layers if k >= num_hidden]
+    if bad:
+        raise ValueError(f"spec {where}: recorded layer {bad[0]} does not exist; this network has "
+                         f"hidden layers 0 … {num_hidden - 1} (set [record] layers).")
+
+
+def _layers_of(setting, default):
+    if setting.layers is not None:
+        return setting.layers
+    return default if default is not None else tuple(range(setting.network().num_hidden))
+
+
+def group_layers(plan: Plan, group: Group) -> tuple[int, ...]:
+    """The hidden layers a group records (the setting's, else every hidden layer)."""
+    return _layers_of(group.structure, plan.layers)
+
+
+def parameter_count(setting: Setting) -> int:
+    """Number of trainable parameters of the setting's network (shapes traced, nothing run)."""
+    network = setting.network()
+    shapes = jax.eval_shape(network.init, jax.random.key(0))
+    return int(sum(math.prod(a.shape) for a in jax.tree.leaves(shapes)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkEstimate:
+    """Estimated cost of one full chunk of a group (see :func:`estimate_chunk`)."""
+
+    parameters: int
+    memory_bytes: int
+    seconds: float
+
+
+def estimate_chunk(plan: Plan, group: Group, elements: int | None = None) -> ChunkEstimate:
+    """Memory and time of one chunk of ``elements`` (default: the group's largest chunk).
+
+    Memory (float32): per element the parameters, their gradient and the optimizer state
+    (none for SGD, two moments for Adam), plus the records: steps × (K + 3) floats (h at K
+    layers, y, w, loss). Time: ``steps × elements × 16 · parameters bytes`` over an assumed
+    ``ASSUMED_BANDWIDTH`` = 10 GB/s (memory-bound floor; small networks are overhead-bound
+    and run slower than this, large ones on an accelerator faster).
+    """
+    if elements is None:
+        elements = max(len(plan.chunks[c].elements) for c in group.chunks)
+    setting = group.structure
+    n = parameter_count(setting)
+    k = len(group_layers(plan, group))
+    copies = 2 + (2 if setting.optimizer == "adam" else 0)
+    bytes_per = 4 * (copies * n + setting.steps * (k + 3))
+    seconds = setting.steps * elements * _PASSES * 4 * n / ASSUMED_BANDWIDTH
+    return ChunkEstimate(parameters=n, memory_bytes=elements * bytes_per, seconds=seconds)
+
+
+def describe_plan(plan: Plan, *, num_processes: int = 1) -> str:
+    """The plan as text (what ``rsd sweep --dry-run`` prints)."""
+    spec = plan.spec
+    keys = spec.grid_keys
+    lines = [
+        f"sweep of {spec.table}/{spec.row}: {len(plan.cells)} cells"
+        + (f" ({' × '.join(f'{len(v)} {k}' for k, v in spec.grid)})" if keys else "")
+        + f" × {plan.num_seeds} seeds = {plan.num_elements} elements",
+        f"per element: {'fit (eta_h, eta_y)' if spec.fit_rates else 'no fit'}; "
+        f"records layers {_layers_text(plan)}"
+        + ("; full trajectories to trajectories.zarr" if spec.trajectories else ""),
+        f"compiled groups: {len(plan.groups)} (data per element: {', '.join(DATA_FIELDS)}, seed)",
+    ]
+    for group in plan.groups:
+        s = group.structure
+        sizes = [len(plan.chunks[c].elements) for c in group.chunks]
+        est = estimate_chunk(plan, group)
+        largest = max(sizes)
+        lines.append(
+            f"  group {group.index}: {s.architecture} {s.activation} width={s.width} depth={s.depth} "
+            f"steps={s.steps} {s.optimizer} loss={s.loss} layers={list(group_layers(plan, group))}: "
+            f"{len(group.cells)} cells, {len(group.cells) * plan.num_seeds} elements, "
+            f"{len(sizes)} chunks of {_sizes(sizes)} elements")
+        lines.append(
+            f"    per chunk of {largest}: {est.parameters} parameters per element, "
+            f"memory ≈ {est.memory_bytes / 1e6:.3g} MB, time ≈ {_seconds(est.seconds)} (estimate: "
+            f"steps × elements × 16 B × parameters / {ASSUMED_BANDWIDTH / 1e9:g} GB/s)")
+    sizes = [len(c.elements) for c in plan.chunks]
+    lines.append(f"chunks: {len(plan.chunks)} (chunk_size {spec.chunk_size}; elements per chunk "
+                 f"{_sizes(sizes)})" + (f", {num_processes} processes take chunk c where "
+                                        f"c % {num_processes} == process id" if num_processes > 1 else ""))
+    return "\n".join(lines)
+
+
+def _layers_text(plan):
+    if "layers" in plan.spec.grid_keys:
+        return "per cell (grid key layers)"
+    return str(list(plan.layers)) if plan.layers is not None else "all"
+
+
+def _sizes(sizes):
+    distinct = sorted(set(sizes), reverse=True)
+    if len(distinct) == 1:
+        return str(distinct[0])
+    return ", ".join(f"{s} (×{sizes.count(s)})" for s in distinct)
+
+
+def _seconds(s):
+    if s < 1:
+        return f"{s * 1e3:.3g} ms"
+    if s < 120:
+        return f"{s:.3g} s"
+    return f"{s / 60:.3g} min"
+

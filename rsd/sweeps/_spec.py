@@ -1,0 +1,295 @@
+"""The sweep spec: a TOML file read into one frozen, validated record.
+
+A spec names a base setting (a row of the paper's tables), fixed overrides, a grid
+(every combination of the listed values of ``Setting`` fields), the seeds every cell
+trains, what each element records and whether its rates are fitted::
+
+    base = { table = "2_points", row = "narrow" }
+    seeds = 64            # n -> seeds 0 … n−1, or a list of non-negative ints
+    steps = 3000          # shortcut for [set] steps
+    [set]                 # fixed overrides of the base setting
+    [grid]                # lists of values of Setting fields
+    width = [20, 50, 100]
+    lr = [0.005, 0.01]
+    [record]
+    layers = [10]         # rsd hidden-layer indices; default: the base row's
+    trajectories = false  # true: full h, y, w, loss series to trajectories.zarr
+    [fit]
+    rates = true
+    [run]
+    chunk_size = 64       # elements per compiled chunk
+
+Every mistake (unknown key at any level, empty or repeated grid values, a value the
+``Setting`` refuses, a grid key that is no ``Setting`` field) raises ``ValueError``
+naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ..training import PAPER_TABLES, Setting
+
+__all__ = ["SweepSpec", "load_spec", "parse_spec"]
+
+_TOP_KEYS = ("base", "seeds", "steps", "set", "grid", "record", "fit", "run")
+_BASE_KEYS = ("table", "row", "quirks")
+_RECORD_KEYS = ("layers", "trajectories")
+_FIT_KEYS = ("rates",)
+_RUN_KEYS = ("chunk_size",)
+_SETTING_FIELDS = tuple(f.name for f in dataclasses.fields(Setting))
+# Free text: it names a setting and changes nothing a sweep computes.
+_NOT_A_GRID_AXIS = ("name",)
+_FLOAT_FIELDS = tuple(f.name for f in dataclasses.fields(Setting)
+                      if isinstance(f.default, float))
+_DEFAULT_CHUNK = 64
+_MAX_ELEMENTS = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    """A parsed, validated sweep spec (see :func:`parse_spec` for the TOML layout).
+
+    Fields:
+        table, row, quirks: the base setting, ``Setting.from_paper(table, row, quirks=quirks)``.
+        overrides: ((field, value), ...) applied to the base (``[set]`` and top-level ``steps``).
+        grid: ((field, (value, ...)), ...) in the spec's order; the cells are the product
+            of the value lists, the first key varying slowest.
+        seeds: the seeds every cell trains (distinct, non-negative).
+        layers: rsd hidden-layer indices recorded (None: the base row's ``Setting.layers``).
+        trajectories: keep every element's full h, y, w and loss series (Zarr).
+        fit_rates: fit (η_h, η_y) to every element.
+        chunk_size: elements per compiled chunk.
+    """
+
+    table: str
+    row: str
+    quirks: bool
+    overrides: tuple[tuple[str, Any], ...]
+    grid: tuple[tuple[str, tuple[Any, ...]], ...]
+    seeds: tuple[int, ...]
+    layers: tuple[int, ...] | None
+    trajectories: bool
+    fit_rates: bool
+    chunk_size: int
+
+    def canonical(self) -> dict:
+        """The spec as plain JSON data (lists, not tuples; the grid as ordered pairs)."""
+        return {
+            "base": {"table": self.table, "row": self.row, "quirks": self.quirks},
+            "set": {k: _jsonable(v) for k, v in self.overrides},
+            "grid": [[k, [_jsonable(v) for v in values]] for k, values in self.grid],
+            "seeds": list(self.seeds),
+            "record": {"layers": None if self.layers is None else list(self.layers),
+                       "trajectories": self.trajectories},
+            "fit": {"rates": self.fit_rates},
+            "run": {"chunk_size": self.chunk_size},
+        }
+
+    @property
+    def spec_hash(self) -> str:
+        """sha256 (hex) of the canonical JSON (sorted keys, no spaces) of :meth:`canonical`."""
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def grid_keys(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.grid)
+
+    def base_setting(self) -> Setting:
+        """The base row with the fixed overrides applied (validated)."""
+        setting = Setting.from_paper(self.table, self.row, quirks=self.quirks)
+        return setting.replace(**dict(self.overrides)) if self.overrides else setting
+
+
+def load_spec(path) -> SweepSpec:
+    """Read and validate the TOML sweep spec at ``path`` (see :func:`parse_spec`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"sweep spec {str(path)!r} is not a file.")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"sweep spec {str(path)!r} is not valid TOML: {error}") from None
+    return parse_spec(data)
+
+
+def parse_spec(data: dict) -> SweepSpec:
+    """Validate a sweep spec given as the dict ``tomllib`` reads (layout: module docstring).
+
+    Raises ValueError naming the key for an unknown key at any level, a missing base,
+    seeds that are not a count >= 1 or a list of distinct non-negative ints, an empty
+    or repeated grid list, a grid or ``[set]`` key that is no ``Setting`` field (or a
+    value the ``Setting`` refuses), a key given twice (``steps`` at the top and in
+    ``[set]``, a grid key also in ``[set]``, ``layers`` in ``[record]`` and elsewhere).
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"a sweep spec must be a table of keys; got {type(data).__name__}.")
+    _check_keys("the spec's top level", data, _TOP_KEYS)
+    if "base" not in data:
+        raise ValueError("spec key 'base' is missing: base = { table = \"2_points\", row = \"narrow\" }.")
+    base = _table("base", data["base"])
+    _check_keys("base", base, _BASE_KEYS)
+    for key in ("table", "row"):
+        if key not in base:
+            raise ValueError(f"spec key 'base.{key}' is missing.")
+    table, row = base["table"], base["row"]
+    if not isinstance(table, str) or table not in PAPER_TABLES:
+        raise ValueError(f"spec key 'base.table' must be one of {sorted(PAPER_TABLES)}; got {table!r}.")
+    if not isinstance(row, str) or row not in PAPER_TABLES[table]:
+        raise ValueError(f"spec key 'base.row' must be a row of table {table!r}: "
+                         f"{sorted(PAPER_TABLES[table])}; got {row!r}.")
+    quirks = _bool("base.quirks", base.get("quirks", False))
+    try:
+        base_setting = Setting.from_paper(table, row, quirks=quirks)
+    except ValueError as error:
+        raise ValueError(f"spec key 'base': {error}") from None
+
+    overrides = dict(_table("set", data.get("set", {})))
+    if "steps" in data:
+        if "steps" in overrides:
+            raise ValueError("spec key 'steps' is given twice (at the top level and in [set]); keep one.")
+        overrides["steps"] = data["steps"]
+    overrides = {k: _setting_value(f"set.{k}", k, v) for k, v in overrides.items()}
+    if "name" in overrides and not isinstance(overrides["name"], str):
+        raise ValueError("spec key 'set.name' must be a string.")
+    for key, value in overrides.items():
+        _check_field_value(f"set.{key}", base_setting, key, value)
+    try:
+        base_setting = base_setting.replace(**overrides)
+    except ValueError as error:
+        raise ValueError(f"spec table [set]: {error}") from None
+
+    grid_table = _table("grid", data.get("grid", {}))
+    grid_keys = tuple(grid_table)
+    grid = []
+    for key, values in grid_table.items():
+        where = f"grid.{key}"
+        if key not in _SETTING_FIELDS or key in _NOT_A_GRID_AXIS:
+            fields = [f for f in _SETTING_FIELDS if f not in _NOT_A_GRID_AXIS]
+            raise ValueError(f"spec key '{where}' is not a Setting field that can vary; "
+                             f"grid keys are {', '.join(fields)}.")
+        if key in overrides:
+            raise ValueError(f"spec key '{key}' is both in [set] and in [grid]; keep one.")
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"spec key '{where}' must be a non-empty list of values; got {values!r}.")
+        values = tuple(_setting_value(where, key, v) for v in values)
+        seen = set()
+        for value in values:
+            _check_field_value(where, base_setting, key, value, grid_keys)
+            if _hashable(value) in seen:
+                raise ValueError(f"spec key '{where}' lists {value!r} twice; grid values must be distinct.")
+            seen.add(_hashable(value))
+        grid.append((key, values))
+
+    seeds = _seeds(data.get("seeds", 1))
+
+    record = _table("record", data.get("record", {}))
+    _check_keys("record", record, _RECORD_KEYS)
+    layers = None
+    if "layers" in record:
+        if "layers" in overrides or "layers" in grid_table:
+            raise ValueError("spec key 'record.layers' is also given in [set] or [grid]; keep one.")
+        layers = _setting_value("record.layers", "layers", record["layers"])
+        _check_field_value("record.layers", base_setting, "layers", layers)
+    trajectories = _bool("record.trajectories", record.get("trajectories", False))
+
+    fit = _table("fit", data.get("fit", {}))
+    _check_keys("fit", fit, _FIT_KEYS)
+    fit_rates = _bool("fit.rates", fit.get("rates", True))
+
+    run = _table("run", data.get("run", {}))
+    _check_keys("run", run, _RUN_KEYS)
+    chunk_size = run.get("chunk_size", _DEFAULT_CHUNK)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"spec key 'run.chunk_size' must be an integer >= 1; got {chunk_size!r}.")
+
+    cells = math.prod(len(v) for _, v in grid)
+    if cells * len(seeds) > _MAX_ELEMENTS:
+        raise ValueError(f"spec: {cells} cells × {len(seeds)} seeds exceeds {_MAX_ELEMENTS} elements; "
+                         "split the sweep.")
+    return SweepSpec(table=table, row=row, quirks=quirks,
+                     overrides=tuple(sorted(overrides.items())), grid=tuple(grid),
+                     seeds=seeds, layers=layers, trajectories=trajectories,
+                     fit_rates=fit_rates, chunk_size=chunk_size)
+
+
+def _check_keys(where, table, allowed):
+    unknown = [k for k in table if k not in allowed]
+    if unknown:
+        prefix = "" if where == "the spec's top level" else f"{where}."
+        raise ValueError(f"spec key '{prefix}{unknown[0]}' is unknown; allowed in {where}: "
+                         f"{', '.join(allowed)}.")
+
+
+def _table(where, value):
+    if not isinstance(value, dict):
+        raise ValueError(f"spec key '{where}' must be a table ([{where}] or {{ ... }}); got {value!r}.")
+    return value
+
+
+def _bool(where, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"spec key '{where}' must be true or false; got {value!r}.")
+    return value
+
+
+def _seeds(value):
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 1 <= value <= _MAX_ELEMENTS:
+            raise ValueError(f"spec key 'seeds' must be a count >= 1 or a list of seeds; got {value}.")
+        return tuple(range(value))
+    if not isinstance(value, list) or not value:
+        raise ValueError("spec key 'seeds' must be a count >= 1 or a non-empty list of seeds; "
+                         f"got {value!r}.")
+    for s in value:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**32:
+            raise ValueError(f"spec key 'seeds' must list integers in [0, 2**32); got {s!r}.")
+    if len(set(value)) != len(value):
+        raise ValueError("spec key 'seeds' lists a seed twice; seeds must be distinct.")
+    return tuple(value)
+
+
+def _setting_value(where, field, value):
+    """A TOML value as the Setting field holds it: lists become tuples (``layers``), ints of
+    float fields become floats (so a column has one type), anything else as given."""
+    if field not in _SETTING_FIELDS:
+        raise ValueError(f"spec key '{where}' is not a Setting field; fields are "
+                         f"{', '.join(_SETTING_FIELDS)}.")
+    if isinstance(value, list):
+        value = tuple(value)
+    if field in _FLOAT_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, (dict, tuple)) and field != "layers":
+        raise ValueError(f"spec key '{where}' must be a single value; got {value!r}.")
+    return value
+
+
+def _check_field_value(where, base, field, value, grid_keys=()):
+    """The Setting's own check of one field, reported under the spec key. A refusal that
+    names another grid key's field (e.g. a CNN's width against its depth) may hold for
+    the base and not for some cells: the cells are checked one by one in ``make_plan``."""
+    try:
+        base.replace(**{field: value})
+    except ValueError as error:
+        if any(f"Setting.{k}" in str(error) for k in grid_keys if k != field):
+            return
+        raise ValueError(f"spec key '{where}': {error}") from None
+    except (TypeError, OverflowError):
+        raise ValueError(f"spec key '{where}': {value!r} is not a valid {field}.") from None
+
+
+def _hashable(value):
+    # 1 and 1.0 (or True and 1) would collide in a set; they cannot both occur after
+    # _setting_value except in fields whose Setting check refuses one of them.
+    return (type(value).__name__, value)
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value

@@ -104,6 +104,10 @@ _BASE = 'base = { table = "2_points", row = "narrow" }\n'
     (_BASE + "[grid]\nlr = [[0.1]]\n", "'grid.lr'"),
     (_BASE + "[grid]\ndx2 = [1.0, 1e300]\n", "grid cell dx2=1e+300"),
     ('base = { table = "xor", row = "rich" }\n', "two points"),
+    (_BASE + '[grid]\n"gain+lr" = [[1.0, 0.01], [1.1]]\n', "'grid.gain+lr' joins 2 fields"),
+    (_BASE + '[grid]\n"gain+colour" = [[1.0, 1]]\n', "'grid.gain+colour'"),
+    (_BASE + '[grid]\n"gain+lr" = [[1.0, 0.01]]\nlr = [0.1]\n', "field 'lr' appears in more"),
+    (_BASE + '[grid]\n"gain+lr" = [[1.0, -0.01]]\n', "'grid.gain+lr'"),
 ])
 def test_bad_spec_is_one_line_and_exit_2(tmp_path, capsys, text, key):
     spec = _spec(tmp_path, text)
@@ -150,6 +154,22 @@ def test_shipped_example_spec_parses():
 
 
 # --- plan ------------------------------------------------------------------------------
+
+def test_joined_grid_keys_vary_together(tmp_path):
+    """"gain+lr" pairs values (the tables lower lr as gain grows): 2 × 3 cells, not 2 × 3 × 3,
+    each with its own pair, as columns gain and lr."""
+    text = SMALL.replace("lr = [0.01, 0.02]",
+                         '"gain+lr" = [[0.9, 0.03], [1.0, 0.01], [1.2, 0.0025]]')
+    spec = sweeps.load_spec(_spec(tmp_path, text))
+    plan = sweeps.make_plan(spec)
+    assert spec.grid_fields == ("width", "gain", "lr")
+    pairs = [(c.setting.width, c.setting.gain, c.setting.lr) for c in plan.cells]
+    assert pairs == [(w, g, lr) for w in (6, 8) for g, lr in ((0.9, 0.03), (1.0, 0.01),
+                                                               (1.2, 0.0025))]
+    assert len(plan.groups) == 2  # gain and lr are data: one program per width
+    names = [f.name for f in sweeps.result_schema(plan)]
+    assert names[:3] == ["width", "gain", "lr"]
+
 
 def test_plan_groups_by_structure_and_orders_elements(tmp_path):
     text = SMALL.replace("seeds = 2", "seeds = 3").replace("width = [6, 8]\nlr = [0.01, 0.02]",

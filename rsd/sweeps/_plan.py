@@ -126,7 +126,7 @@ def make_plan(spec: SweepSpec) -> Plan:
     combos = list(itertools.product(*(values for _, values in spec.grid)))
     cells, structures, checked = [], {}, set()
     for index, combo in enumerate(combos):
-        values = tuple(zip(keys, combo))
+        values = spec.cell_values(combo)
         where = "grid cell " + ", ".join(f"{k}={v!r}" for k, v in values) if values else "the base"
         changes = dict(values)
         if spec.layers is not None:
@@ -271,7 +271,7 @@ def describe_plan(plan: Plan, *, num_processes: int = 1) -> str:
 
 
 def _layers_text(plan):
-    if "layers" in plan.spec.grid_keys:
+    if "layers" in plan.spec.grid_fields:
         return "per cell (grid key layers)"
     return str(list(plan.layers)) if plan.layers is not None else "all"
 

@@ -193,8 +193,8 @@ def run_chunk(plan: Plan, index: int, *, devices=None):
 
     schema = result_schema(plan)
     columns = {}
-    for key, _ in plan.spec.grid:
-        columns[key] = [_column_value(getattr(s, key)) for s in settings]
+    for field in plan.spec.grid_fields:
+        columns[field] = [_column_value(getattr(s, field)) for s in settings]
     columns.update(
         element=ids, cell=cell_ids, seed=seeds,
         eta_h=eta_h, eta_y=eta_y, fit_loss=fit_loss,
@@ -202,13 +202,14 @@ def run_chunk(plan: Plan, index: int, *, devices=None):
         final_h=series["h"][:, -1, 0], final_loss=series["loss"][:, -1],
         train_status=status, fit_status=fit_status,
     )
-    arrays = [pa.array(np.asarray(columns[f.name]) if f.name not in plan.spec.grid_keys
+    arrays = [pa.array(np.asarray(columns[f.name]) if f.name not in plan.spec.grid_fields
                        else columns[f.name], type=f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema), series
 
 
 def result_schema(plan: Plan):
-    """The columns of ``results.parquet``: the grid keys (named as in the spec), then
+    """The columns of ``results.parquet``: the grid's fields (named as in the spec; a key
+    "a+b" gives columns a and b), then
 
     * ``element`` (cell · len(seeds) + seed index), ``cell`` (grid product index), ``seed``;
     * ``eta_h``, ``eta_y``, ``fit_loss``, ``r2_h``, ``r2_y``, ``r2_w``: the fit of the
@@ -222,7 +223,10 @@ def result_schema(plan: Plan):
 
     fields = []
     for key, values in plan.spec.grid:
-        fields.append(pa.field(key, _arrow_type(values)))
+        names = key.split("+")
+        for k, name in enumerate(names):
+            column = values if len(names) == 1 else [v[k] for v in values]
+            fields.append(pa.field(name, _arrow_type(column)))
     fields += [pa.field("element", pa.int64()), pa.field("cell", pa.int64()),
                pa.field("seed", pa.int64())]
     fields += [pa.field(name, pa.float64()) for name in _METRICS]

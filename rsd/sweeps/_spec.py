@@ -11,6 +11,7 @@ trains, what each element records and whether its rates are fitted::
     [grid]                # lists of values of Setting fields
     width = [20, 50, 100]
     lr = [0.005, 0.01]
+    "gain+steps" = [[0.9, 3000], [1.1, 6000]]   # fields joined by "+" vary together
     [record]
     layers = [10]         # rsd hidden-layer indices; default: the base row's
     trajectories = false  # true: full h, y, w, loss series to trajectories.zarr
@@ -59,8 +60,9 @@ class SweepSpec:
     Fields:
         table, row, quirks: the base setting, ``Setting.from_paper(table, row, quirks=quirks)``.
         overrides: ((field, value), ...) applied to the base (``[set]`` and top-level ``steps``).
-        grid: ((field, (value, ...)), ...) in the spec's order; the cells are the product
-            of the value lists, the first key varying slowest.
+        grid: ((key, (value, ...)), ...) in the spec's order; the cells are the product
+            of the value lists, the first key varying slowest. A key "a+b" joins fields
+            that vary together: its values are tuples (a value, b value).
         seeds: the seeds every cell trains (distinct, non-negative).
         layers: rsd hidden-layer indices recorded (None: the base row's ``Setting.layers``).
         trajectories: keep every element's full h, y, w and loss series (Zarr).
@@ -101,6 +103,19 @@ class SweepSpec:
     @property
     def grid_keys(self) -> tuple[str, ...]:
         return tuple(k for k, _ in self.grid)
+
+    @property
+    def grid_fields(self) -> tuple[str, ...]:
+        """The Setting fields the grid varies (a key "a+b" varies a and b together)."""
+        return tuple(f for k in self.grid_keys for f in k.split("+"))
+
+    def cell_values(self, combo) -> tuple[tuple[str, Any], ...]:
+        """((field, value), ...) of one combination of the grid keys' values."""
+        out = []
+        for (key, _), value in zip(self.grid, combo):
+            fields = key.split("+")
+            out.extend(zip(fields, value if len(fields) > 1 else (value,)))
+        return tuple(out)
 
     def base_setting(self) -> Setting:
         """The base row with the fixed overrides applied (validated)."""
@@ -167,22 +182,39 @@ def parse_spec(data: dict) -> SweepSpec:
         raise ValueError(f"spec table [set]: {error}") from None
 
     grid_table = _table("grid", data.get("grid", {}))
-    grid_keys = tuple(grid_table)
+    grid_fields = [f for key in grid_table for f in str(key).split("+")]
     grid = []
     for key, values in grid_table.items():
         where = f"grid.{key}"
-        if key not in _SETTING_FIELDS or key in _NOT_A_GRID_AXIS:
-            fields = [f for f in _SETTING_FIELDS if f not in _NOT_A_GRID_AXIS]
-            raise ValueError(f"spec key '{where}' is not a Setting field that can vary; "
-                             f"grid keys are {', '.join(fields)}.")
-        if key in overrides:
-            raise ValueError(f"spec key '{key}' is both in [set] and in [grid]; keep one.")
+        fields = key.split("+")
+        for field in fields:
+            if field not in _SETTING_FIELDS or field in _NOT_A_GRID_AXIS:
+                allowed = [f for f in _SETTING_FIELDS if f not in _NOT_A_GRID_AXIS]
+                raise ValueError(f"spec key '{where}' is not a Setting field that can vary (or "
+                                 "fields joined by '+' that vary together); fields are "
+                                 f"{', '.join(allowed)}.")
+            if field in overrides:
+                raise ValueError(f"spec key '{field}' is both in [set] and in [grid]; keep one.")
+            if grid_fields.count(field) > 1:
+                raise ValueError(f"spec key '{where}': field '{field}' appears in more than one "
+                                 "grid key; keep one.")
         if not isinstance(values, list) or not values:
             raise ValueError(f"spec key '{where}' must be a non-empty list of values; got {values!r}.")
-        values = tuple(_setting_value(where, key, v) for v in values)
+        if len(fields) > 1:
+            for value in values:
+                if not isinstance(value, list) or len(value) != len(fields):
+                    raise ValueError(f"spec key '{where}' joins {len(fields)} fields: each value "
+                                     f"must be a list of {len(fields)} values ({', '.join(fields)}); "
+                                     f"got {value!r}.")
+            values = tuple(tuple(_setting_value(where, f, v) for f, v in zip(fields, value))
+                           for value in values)
+        else:
+            values = tuple(_setting_value(where, key, v) for v in values)
         seen = set()
         for value in values:
-            _check_field_value(where, base_setting, key, value, grid_keys)
+            parts = value if len(fields) > 1 else (value,)
+            for field, part in zip(fields, parts):
+                _check_field_value(where, base_setting, field, part, grid_fields)
             if _hashable(value) in seen:
                 raise ValueError(f"spec key '{where}' lists {value!r} twice; grid values must be distinct.")
             seen.add(_hashable(value))
@@ -194,7 +226,7 @@ def parse_spec(data: dict) -> SweepSpec:
     _check_keys("record", record, _RECORD_KEYS)
     layers = None
     if "layers" in record:
-        if "layers" in overrides or "layers" in grid_table:
+        if "layers" in overrides or "layers" in grid_fields:
             raise ValueError("spec key 'record.layers' is also given in [set] or [grid]; keep one.")
         layers = _setting_value("record.layers", "layers", record["layers"])
         _check_field_value("record.layers", base_setting, "layers", layers)

@@ -185,7 +185,7 @@ def _create_trajectories(path, plan, dtype):
     group.attrs.update({
         "element_order": "element = cell * num_seeds + seed_index (cell-major, then seed)",
         "num_seeds": plan.num_seeds,
-        "layers": ("per cell: the results' layers column" if "layers" in plan.spec.grid_keys
+        "layers": ("per cell: the results' layers column" if "layers" in plan.spec.grid_fields
                    else None if plan.layers is None else list(plan.layers)),
         "padding": "NaN beyond an element's own steps (T) and layers (K)",
         "record": "h[e, t, k]: record before update t at hidden layer layers[k]",

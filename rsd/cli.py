@@ -128,7 +128,8 @@ def _dispatch(args) -> int:
 
     if args.command == "list":
         for name, module in experiments.REGISTRY.items():
-            tag = "reproduce" if name in experiments.REPRODUCE else "demo"
+            tag = "reproduce" if name in experiments.REPRODUCE else \
+                "demo" if name in DEMO else "extra"
             print(f"{name:16s} [{tag:9s}] {module.__doc__.strip().splitlines()[0]}")
         return 0
     if args.command == "demo":

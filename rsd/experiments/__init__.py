@@ -6,8 +6,8 @@
 Sizes: ``SIZES`` ("tiny", "quick", "paper").
 """
 
-from . import (alternatives, context, depth, final_distance, mnist_structure, mnist_trajectory,
-               predicted_rates, theory_demo, two_point_fit, two_points, xor)
+from . import (alternatives, atlas, context, depth, final_distance, mnist_structure,
+               mnist_trajectory, predicted_rates, theory_demo, two_point_fit, two_points, xor)
 from ._common import SIZES
 from ._driver import Outcome, make_config, prepare_output, reproduce, run_experiment
 
@@ -23,6 +23,7 @@ REGISTRY = {
     "context": context,
     "mnist-trajectory": mnist_trajectory,
     "mnist-structure": mnist_structure,
+    "atlas": atlas,
 }
 """Every experiment by name, in the order they run (a dependency before its users)."""
 
@@ -40,6 +41,7 @@ __all__ = [
     "reproduce",
     "run_experiment",
     "alternatives",
+    "atlas",
     "context",
     "depth",
     "final_distance",

@@ -161,3 +161,28 @@ def test_structure_separates_hyperparameters():
     assert s.structure() == s.replace(lr=0.3, gain=2.0, dx2=4.0, dy2=0.1, name="x").structure()
     assert s.structure() != s.replace(width=9).structure()
     assert s.hyperparameters() == {"lr": s.lr, "gain": s.gain, "dx2": s.dx2, "dy2": s.dy2}
+
+
+@pytest.mark.parametrize("architecture, optimizer", [("mlp", "sgd"), ("resnet", "adam")])
+def test_padded_width_trains_as_the_unpadded_network(architecture, optimizer):
+    s = _narrow(architecture=architecture, optimizer=optimizer, lr=2e-3, width=6, depth=3,
+                layers=(1,))
+    x, y = _pair(s)
+    net = s.network()
+    params = jax.jit(jax.vmap(net.init))(jax.random.split(jax.random.key(0), 2))
+    layers = net.to_layers(params)
+    small = training.train(s, x, y, seeds=[0, 1], init_params=layers, return_params=True)
+    wide = training.train(s.replace(width=10), x, y, seeds=[0, 1],
+                          init_params=training.pad_hidden(layers, 10), return_params=True)
+    for name in ("h", "y", "w", "loss"):
+        np.testing.assert_allclose(np.asarray(getattr(wide, name)),
+                                   np.asarray(getattr(small, name)), rtol=1e-5, atol=1e-9,
+                                   err_msg=name)
+    # The padded units never moved: exactly zero weights in and out after training.
+    final = s.replace(width=10).network().to_layers(wide.params)
+    for k, (w, b) in enumerate(final):
+        w, b = np.asarray(w), np.asarray(b)
+        if k > 0:
+            assert np.all(w[:, 6:, :] == 0)
+        if k < len(final) - 1:
+            assert np.all(w[..., 6:] == 0) and np.all(b[:, 6:] == 0)

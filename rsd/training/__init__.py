@@ -11,7 +11,7 @@ axis can be sharded over devices. ``Trainer`` exposes the same step as a pure
 """
 
 from ._engine import Run, Status, named_optimizer, train
-from ._loop import Trainer, TrainState
+from ._loop import Trainer, TrainState, pad_hidden
 from ._paper import PAPER_TABLES, PaperRow
 from ._settings import (
     ACTIVATIONS,
@@ -30,6 +30,7 @@ __all__ = [
     "train",
     "Trainer",
     "TrainState",
+    "pad_hidden",
     "named_optimizer",
     "paper_layer_to_rsd",
     "paper_names",

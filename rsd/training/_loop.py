@@ -28,7 +28,7 @@ from ._engine import (
 )
 from ._settings import MAX_STEPS, Setting
 
-__all__ = ["TrainState", "Trainer"]
+__all__ = ["TrainState", "Trainer", "pad_hidden"]
 
 
 class TrainState(NamedTuple):
@@ -157,3 +157,31 @@ class Trainer:
             unroll=1, optimizer=self.optimizer)
 
 
+
+
+def pad_hidden(layers, width: int):
+    """Zero-pad the hidden units of an MLP's or ResNet's ``(W, b)`` layers to ``width``.
+
+    ``layers``: [(W [in, P], b [P]), (W [P, P], b [P]), ..., (W [P, out], b [out])] (as
+    ``network.to_layers`` gives, optionally with a leading seed axis). The extra units
+    get zero incoming and outgoing weights and zero biases. With an activation that
+    maps 0 to 0 (every one rsd has), an extra unit's value, its outgoing weights'
+    gradient and its incoming weights' gradient are all exactly zero, so SGD and Adam
+    leave it at zero and the padded network computes the unpadded one: training it
+    from these layers gives the unpadded run's records, up to the order of float sums.
+    Not for dropout (masks are drawn per unit) or the CNN (its width is a length).
+    """
+    layers = [(jnp.asarray(w), jnp.asarray(b)) for w, b in layers]
+    if len(layers) < 2:
+        raise ValueError(f"layers must hold at least 2 (W, b) pairs; got {len(layers)}.")
+    p = layers[0][0].shape[-1]
+    if not (isinstance(width, int) and width >= p):
+        raise ValueError(f"width must be an integer >= the layers' width {p}; got {width!r}.")
+    extra = width - p
+    out = []
+    for k, (w, b) in enumerate(layers):
+        lead = [(0, 0)] * (w.ndim - 2)
+        rows = (0, 0) if k == 0 else (0, extra)
+        cols = (0, 0) if k == len(layers) - 1 else (0, extra)
+        out.append((jnp.pad(w, lead + [rows, cols]), jnp.pad(b, lead[:b.ndim - 1] + [cols])))
+    return out

@@ -255,18 +255,42 @@ def test_committed_notebooks_have_no_outputs():
                 assert cell.outputs == [] and cell.execution_count is None, path.name
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_top_to_bottom_at_tiny_size(path, out):
-    """Each notebook, its QUICK switch set to the tiny size; the experiments' notebooks
-    reuse the tiny results of the module's reproduce run, as a user's second run would."""
+def _execute_notebook(path, out):
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
     switch = [c for c in nb.cells if c.cell_type == "code" and "QUICK = True" in c.source]
-    assert len(switch) == 1
+    assert len(switch) == 1, path.name
     switch[0].source = f'SIZE = "tiny"\nOUT = r"{out}"'
     NotebookClient(nb, timeout=600, kernel_name="python3").execute()
+    return nb
+
+
+@pytest.fixture(scope="module")
+def executed_notebooks(out):
+    """Every notebook executed, two kernels at a time (each kernel is its own process,
+    mostly busy on one core: the pair halves the wall time on CI's two cores). A
+    notebook that fails is reported by its own test below."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(path):
+        try:
+            return _execute_notebook(path, out)
+        except Exception as error:  # noqa: BLE001 -- re-raised in the notebook's test
+            return error
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(NOTEBOOKS, pool.map(run, NOTEBOOKS)))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_top_to_bottom_at_tiny_size(path, executed_notebooks):
+    """Each notebook, its QUICK switch set to the tiny size; the experiments' notebooks
+    reuse the tiny results of the module's reproduce run, as a user's second run would."""
+    nb = executed_notebooks[path]
+    if isinstance(nb, Exception):
+        raise nb
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert outcome_summary_line(path.stem) in printed
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs

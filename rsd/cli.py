@@ -179,7 +179,13 @@ def _say_files(outcome) -> None:
 
 def entry() -> None:
     """Console-script entry point: exit with main's code; after Ctrl-C leave at once
-    (interpreter shutdown with XLA's threads mid-computation can crash)."""
+    (interpreter shutdown with XLA's threads mid-computation can crash). JAX's persistent
+    compilation cache is on for the command line (``rsd._compilation_cache``:
+    ``RSD_COMPILATION_CACHE`` moves it, ``=off`` disables it); ``main`` alone leaves it
+    alone, so programs calling it do not write to the user's cache."""
+    from ._compilation_cache import enable
+
+    enable()
     code = main()
     if code == 130:
         sys.stdout.flush()

@@ -1,7 +1,15 @@
 """Shared fixtures: float64 on demand and a PRNG key."""
 
+import os
+import tempfile
+
 import jax
 import pytest
+
+# Commands run in subprocesses (`python -m rsd ...`) turn on JAX's persistent compilation
+# cache: point it at one folder per test session, so they share compiled programs with
+# each other and never write to the user's cache.
+os.environ.setdefault("RSD_COMPILATION_CACHE", tempfile.mkdtemp(prefix="rsd-test-jax-cache-"))
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from rsd.training import Status, Trainer
 
 
 def _narrow(**kw):
-    return training.Setting.from_paper("2_points", "narrow").replace(**{"steps": 30, "width": 8,
-                                                                        **kw})
+    return training.Setting.from_paper("2_points", "narrow").replace(
+        **{"steps": 30, "width": 8, "depth": 4, "layers": (2,), **kw})
 
 
 def _pair(s):

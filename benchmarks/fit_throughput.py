@@ -28,18 +28,23 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
-from scipy.integrate import solve_ivp  # noqa: E402
-from scipy.optimize import minimize  # noqa: E402
 
 from rsd.fitting import fit_rates, initial_rates  # noqa: E402
 from rsd.theory import solve  # noqa: E402
+
+# The paper-style procedure is shared with the tests (tests/helpers.py), which check rsd
+# against it; run from anywhere, this script finds it from its own location.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.helpers import reference_loss, scipy_fit  # noqa: E402
 
 DX2, DY2 = 1.0, 0.5
 
@@ -82,44 +87,6 @@ def networks(n_seeds, width, depth, steps):
     ok = np.repeat(np.asarray(run.status) == 0, k)
     n = zs.shape[0]
     return zs[ok], None, np.full(n, float(run.dx2))[ok], np.full(n, float(run.dy2))[ok]
-
-
-# ---------------------------------------------------------------------------
-# The paper-style procedure.
-
-def field(t, z, eta_h, eta_y, dx2, dy2):
-    h, y, w = z
-    a = eta_h * dx2
-    return [-a * w, -w * (eta_y * h + a * y / h),
-            -0.5 * eta_y * (3 * w - y + dy2) * h - 0.5 * a * (y + w) * w / h]
-
-
-def scipy_objective(log_rates, data, ts, dx2, dy2, method="LSODA", rtol=1e-6, atol=1e-9):
-    eta_h, eta_y = np.exp(log_rates)
-    try:
-        sol = solve_ivp(field, (ts[0], ts[-1]), data[0], method=method, t_eval=ts,
-                        args=(eta_h, eta_y, dx2, dy2), rtol=rtol, atol=atol)
-    except (ValueError, ZeroDivisionError, FloatingPointError):
-        return np.inf
-    if not sol.success or sol.y.shape[1] != len(ts) or not np.all(np.isfinite(sol.y)):
-        return np.inf
-    return float(np.sum((sol.y.T - data) ** 2))
-
-
-def scipy_fit(data, ts, dx2, dy2, center, decades, method):
-    """100-point log-grid search, then BFGS on finite differences, in log-rates."""
-    g = np.linspace(-decades, decades, 10) * np.log(10.0)
-    grid = np.log(center) + np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
-    with np.errstate(all="ignore"):
-        losses = [scipy_objective(p, data, ts, dx2, dy2, method) for p in grid]
-        start = grid[int(np.argmin(losses))]
-        res = minimize(scipy_objective, start, args=(data, ts, dx2, dy2, method), method="BFGS")
-    return np.exp(res.x), res.fun
-
-
-def reference_loss(rates, data, ts, dx2, dy2):
-    with np.errstate(all="ignore"):
-        return scipy_objective(np.log(rates), data, ts, dx2, dy2, "LSODA", 1e-10, 1e-12)
 
 
 # ---------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from rsd.fitting import (
 from rsd.fitting._rates import _fit_batch
 from rsd.theory import loss_curve, solve
 
+from .helpers import reference_loss, scipy_fit
+
 DX2, DY2 = 1.0, 0.5
 # Few time points, and fewer fitting samples than points, so that both stages run:
 # Levenberg–Marquardt on the weighted subsample, then on every step (dense output).
@@ -340,34 +342,23 @@ def test_theory_fits_small_trained_network():
     assert np.all(np.asarray(summary["eta_h"].n_ok) == 4)
 
 
-def _paper_procedure():
-    """The paper-style scipy fit (grid + BFGS on finite differences), from the benchmark."""
-    import importlib.util
-    from pathlib import Path
-
-    pytest.importorskip("scipy")
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fit_throughput.py"
-    spec = importlib.util.spec_from_file_location("fit_throughput", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["default", "narrow"])
 def test_theory_fits_paper_networks_as_well_as_the_paper_procedure(name):
     """Paper settings (width 500 or 50, depth 20, leaky_relu, lr 0.005, 6,000 steps,
-    hidden layer 10), 4 seeds: rsd reaches the optimum of the paper's own procedure
-    (100-point grid + BFGS, scipy) on every trajectory, and the fits are as good as the
-    paper reports. The paper's procedure, on its seeds: R² h 0.991–0.993, y 0.995–0.998,
-    w 0.93–0.98 (default); the narrow network visibly worse (w as low as 0.68).
+    hidden layer 10), 4 seeds: on every trajectory rsd's rates are a minimum of the
+    paper's objective and reach the optimum of the paper's own procedure (100-point
+    grid + BFGS, scipy). The paper's procedure, on its seeds: R² h 0.991–0.993,
+    y 0.995–0.998, w 0.93–0.98 (default); the narrow network visibly worse (w as low
+    as 0.68), which is the network's, so R² is asserted for the default only.
 
     Measured here for the default (float32 training on CPU, seeds 0–3): R² h 0.9922,
     0.9894, 0.9927, 0.9926; y 0.9982, 0.9990, 0.9986, 0.9968; w 0.982, 0.993, 0.986,
     0.953. Seed 1's h sits below the paper's range; on that trajectory (retrained in
     float64, h 0.9903) scipy's procedure reaches the same loss, 0.479418, as rsd: the
-    shortfall is the trajectory's, not the fit's — hence the comparison below.
+    shortfall is the trajectory's, not the fit's — hence the comparisons below.
     """
+    pytest.importorskip("scipy")
     from rsd.fitting import initial_rates
     from rsd.training import Setting
 
@@ -381,17 +372,27 @@ def test_theory_fits_paper_networks_as_well_as_the_paper_procedure(name):
     print(f"{name}: R² h, y, w per seed:\n", r2)
     np.testing.assert_array_equal(fit.status, FitStatus.OK)
 
-    paper = _paper_procedure()
     ts = np.arange(h.shape[1], dtype=np.float64)
     centers = np.asarray(initial_rates(h, y, w, dx2, dy2))
+    # Eight directions in log(η_h, η_y), 1% steps. What a fit must achieve is a minimum
+    # of the objective; the paper procedure's optimum alone would not show it (a fitter
+    # that stops early can still beat a BFGS that does), and a poor R² says nothing of
+    # the fit. A correct fit sees the objective rise in every direction; a fitter that
+    # stopped on a slope sees it fall in some. Measured (narrow, seeds 0–3): rsd
+    # and the paper procedure agree to 6 digits; 1% away the loss rises by 0.1–0.6%,
+    # far above the reference evaluator's error (rtol 1e-10).
+    angles = np.arange(8) * np.pi / 4
+    steps = 1e-2 * np.stack([np.cos(angles), np.sin(angles)], -1)
     for s in range(4):
         z = np.stack([h[s], y[s], w[s]], -1)
-        rates, _ = paper.scipy_fit(z, ts, dx2, dy2, centers[s], 1.5, "LSODA")
-        ours = paper.reference_loss(np.array([fit.eta_h[s], fit.eta_y[s]]), z, ts, dx2, dy2)
-        theirs = paper.reference_loss(rates, z, ts, dx2, dy2)
-        print(f"seed {s}: loss rsd {ours:.6g}, paper procedure {theirs:.6g}")
-        assert ours <= theirs * (1 + 1e-4)
+        ours = np.array([fit.eta_h[s], fit.eta_y[s]], np.float64)
+        loss = reference_loss(ours, z, ts, dx2, dy2)
+        around = np.array([reference_loss(ours * np.exp(d), z, ts, dx2, dy2) for d in steps])
+        rates, _ = scipy_fit(z, ts, dx2, dy2, centers[s], 1.5, "LSODA")
+        theirs = reference_loss(rates, z, ts, dx2, dy2)
+        print(f"seed {s}: loss rsd {loss:.6g}, paper procedure {theirs:.6g}, "
+              f"lowest at 1% away {around.min():.6g}")
+        assert np.all(around > loss), f"seed {s}: the objective falls 1% away from rsd's rates"
+        assert loss <= theirs * (1 + 1e-4)
     if name == "default":
         assert np.all(r2[:, 0] >= 0.985) and np.all(r2[:, 1] >= 0.99) and np.all(r2[:, 2] >= 0.9)
-    else:  # the narrow network follows the theory visibly less well, mostly in w
-        assert np.min(r2[:, 2]) < 0.95

@@ -6,6 +6,14 @@ parameter) at a trial point only, so an iteration costs one forward-mode solve.
 Trial points where the residual cannot be computed (``ok`` false) are rejected
 like any step that does not lower the loss, which is how failed ODE solves are
 masked out of the optimisation.
+
+Why not ``optimistix.LevenbergMarquardt`` (0.1.0): measured on 16 synthetic 6,000-step
+trajectories (benchmarks/fit_throughput.py's), the fit's weighted-subsample stage from
+the same start, vmapped: both reach the same loss (ratio 1.000000, rates within 1.4e-7),
+but optimistix took 4–19 iterations against 3–4 here and 0.83 s against 0.05 s (each
+of its iterations also costs more), and it has no notion of a failed evaluation, which
+must be faked with huge residuals. This one evaluates r and J in one forward-mode
+solve per iteration and rejects failed trial points explicitly.
 """
 
 from __future__ import annotations

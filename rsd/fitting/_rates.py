@@ -17,10 +17,12 @@ Algorithm, per trajectory (written for one and vmapped):
 2. Levenberg–Marquardt in log-rates on that subsample, each residual weighted by
    the number of steps it stands for (so it approximates L), Jacobians by forward
    mode through the diffrax solve (2 parameters, thousands of residuals);
-3. a few Levenberg–Marquardt steps on L itself over every step, the theory
-   evaluated at all steps through the solver's dense interpolant (measured ~5×
-   cheaper than saving 6,000 points inside the solve); the reported loss and R²
-   are those of this last stage, i.e. over every step.
+3. a few Levenberg–Marquardt steps on L itself over every step; the reported
+   loss and R² are those of this last stage, i.e. over every step.
+
+Every theory evaluation (grid, both stages, :func:`fit_objective`) is
+:func:`rsd.theory.solve`'s own single-trajectory solve (same stop rule, floor,
+step control and interpolation at the recorded steps), in forward mode.
 
 Failed solves are rejected trial points (masked with a double where), never NaNs.
 """
@@ -51,7 +53,8 @@ from .._validation import (
     check_vector_field,
     is_concrete,
 )
-from ..theory._dynamics import _final_distance, vector_field
+from ..theory import vector_field
+from ..theory._solve import H_FLOOR, Status, default_tolerances, trajectory
 from ._lm import init_state, levenberg_marquardt
 
 __all__ = ["FitStatus", "RateFit", "fit_rates", "fit_layers", "fit_objective", "initial_rates"]
@@ -116,38 +119,27 @@ class _Config(eqx.Module):
 # ---------------------------------------------------------------------------
 # The theory at a set of times, differentiable in forward mode.
 
-def _theory(log_rates, z0, ts, dx2, dy2, cfg: _Config, *, dense: bool):
+def _theory(log_rates, z0, ts, dx2, dy2, cfg: _Config):
     """ẑ(ts) solved from z0 at ts[0] with rates exp(log_rates); returns (zs [T, 3], ok).
 
-    ``dense`` evaluates the solver's interpolant at ts instead of saving inside the
-    solve: far cheaper for thousands of times. Where the solve failed, zs is z0
+    The one single-trajectory solve of :mod:`rsd.theory` (also behind
+    :func:`rsd.theory.solve`), in forward mode. Where the solve failed, zs is z0
     everywhere (finite, so no NaN leaks into gradients) and ok is False.
     """
     eta = jnp.exp(log_rates)
-    args = (eta[0], eta[1], dx2, dy2)
-    floor = cfg.h_floor * jnp.minimum(z0[0], _final_distance(z0[0], z0[1], *args))
-
-    def stop(t, z, args, **kwargs):
-        return (z[0] < floor) | ~jnp.all(jnp.isfinite(z))
-
-    saveat = diffrax.SaveAt(dense=True) if dense else diffrax.SaveAt(ts=ts)
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(cfg.field), cfg.solver, ts[0], ts[-1], None, z0, args,
-        saveat=saveat, stepsize_controller=diffrax.PIDController(rtol=cfg.rtol, atol=cfg.atol),
-        event=diffrax.Event(stop), max_steps=cfg.max_steps, throw=False,
-        adjoint=diffrax.ForwardMode(),
-    )
-    zs = jax.vmap(sol.evaluate)(ts) if dense else sol.ys
-    ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(zs))
-    return jnp.where(ok, zs, z0), ok
+    out = trajectory(z0, ts, (eta[0], eta[1], dx2, dy2), field=cfg.field, solver=cfg.solver,
+                     rtol=cfg.rtol, atol=cfg.atol, max_steps=cfg.max_steps, h_floor=cfg.h_floor,
+                     adjoint=diffrax.ForwardMode())
+    ok = (out.status == Status.OK) & jnp.all(jnp.isfinite(out.zs))
+    return jnp.where(ok, out.zs, z0), ok
 
 
-def _residual_fn(data, ts, weights, dx2, dy2, cfg, dense):
+def _residual_fn(data, ts, weights, dx2, dy2, cfg):
     """θ ↦ (√weight·(ẑ − z) flattened, ok) over the given times."""
     sw = jnp.sqrt(weights)[:, None]
 
     def fun(log_rates):
-        zs, ok = _theory(log_rates, data[0], ts, dx2, dy2, cfg, dense=dense)
+        zs, ok = _theory(log_rates, data[0], ts, dx2, dy2, cfg)
         return (sw * (zs - data)).ravel(), ok
 
     return fun
@@ -291,12 +283,12 @@ def _fit_one(data, ts, ts_ok, dx2, dy2, center, *, idx, weights, offsets, cfg, g
 
     sub_data, sub_ts = data[idx], ts[idx]
     sub_w = jnp.asarray(weights, dtype)
-    sub_fun = _residual_fn(sub_data, sub_ts, sub_w, dx2, dy2, cfg, dense=False)
+    sub_fun = _residual_fn(sub_data, sub_ts, sub_w, dx2, dy2, cfg)
 
     # 1. log-grid around the center: all points in one vmapped solve.
     grid = jnp.log(center) + jnp.asarray(offsets, dtype)
 
-    grid_fun = _residual_fn(sub_data, sub_ts, sub_w, dx2, dy2, grid_cfg, dense=False)
+    grid_fun = _residual_fn(sub_data, sub_ts, sub_w, dx2, dy2, grid_cfg)
 
     def grid_loss(theta):
         r, ok = grid_fun(theta)
@@ -318,7 +310,7 @@ def _fit_one(data, ts, ts_ok, dx2, dy2, center, *, idx, weights, offsets, cfg, g
                                 xtol=xtol, ftol=ftol)
     # 3. on every step (skipped when the subsample is every step).
     if not full:
-        all_fun = _residual_fn(data, ts, jnp.ones(ts.shape, dtype), dx2, dy2, cfg, dense=True)
+        all_fun = _residual_fn(data, ts, jnp.ones(ts.shape, dtype), dx2, dy2, cfg)
         polish = levenberg_marquardt(all_fun, init_state(state.theta, 3 * ts.shape[0], mu0=1e-4),
                                      max_iterations=polish_iterations, xtol=xtol, ftol=ftol)
         iterations = state.iterations + polish.iterations
@@ -534,20 +526,22 @@ def fit_objective(log_rates, h, y, w, dx2, dy2, *, ts=None, solver=None, rtol=No
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _objective(log_rates, data, ts, dx2, dy2, cfg):
-    fun = _residual_fn(data, ts, jnp.ones(ts.shape, data.dtype), dx2, dy2, cfg, dense=False)
+    fun = _residual_fn(data, ts, jnp.ones(ts.shape, data.dtype), dx2, dy2, cfg)
     r, ok = fun(log_rates)
     r = jnp.where(ok, r, 0.0)
     return jnp.where(ok, jnp.sum(r * r), jnp.inf)
 
 
 def _config(dtype, solver, rtol, atol, max_steps, field=vector_field):
-    f64 = dtype == jnp.float64
+    # Tolerances 10x tighter than solve's in float64: Levenberg–Marquardt stops on a
+    # relative gain of 1e-10, which a noisier objective would not resolve.
+    rtol, atol = default_tolerances(dtype, rtol, atol, tighten=10.0)
     return _Config(
         solver=diffrax.Tsit5() if solver is None else solver,
-        rtol=float(rtol if rtol is not None else (1e-7 if f64 else 1e-5)),
-        atol=float(atol if atol is not None else (1e-10 if f64 else 1e-8)),
+        rtol=float(rtol),
+        atol=float(atol),
         max_steps=int(max_steps),
-        h_floor=1e-6,
+        h_floor=H_FLOOR,
         field=field,
     )
 

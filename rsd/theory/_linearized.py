@@ -22,14 +22,18 @@ For every Dy the matrix Dyᵀ·Dy/η_y − Dh·Dhᵀ/η_h is conserved
 
 from __future__ import annotations
 
+import math
+
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from .. import quantities
+from .._batching import bucket, chunk_width, chunked_vmap, pad_rows
 from .._validation import (
     as_array,
+    check_broadcast,
     check_finite,
     check_increasing,
     check_int_range,
@@ -37,7 +41,7 @@ from .._validation import (
     check_solver,
     check_tolerance,
 )
-from ._solve import Status, default_tolerances
+from ._solve import Status, default_tolerances, trajectory
 
 __all__ = [
     "LinearizedState",
@@ -64,7 +68,8 @@ class LinearizedState(eqx.Module):
 class LinearizedSolution(eqx.Module):
     """Result of :func:`solve_linearized`.
 
-    ``states`` holds the state at each of ``ts`` (a leading time axis on every leaf).
+    ``states`` holds the state at each of ``ts``: every leaf is [..., len(ts), ...], the
+    batch's leading shape, then time, then the state's own axes.
     After a solve stops early its remaining entries repeat the last state reached.
     ``status`` is a :class:`rsd.theory.Status` value (int32); ``HIT_ZERO`` never
     occurs, since the un-reduced flow has no singularity at h = 0.
@@ -147,23 +152,26 @@ def solve_linearized(
     atol: float | None = None,
     max_steps: int = 4096,
     solver: diffrax.AbstractSolver | None = None,
+    chunk_size: int = 256,
 ):
     """Integrate :func:`linearized_vector_field` from ``state0`` at ``ts[0]``; save at ``ts``.
 
-    ``ts`` are training steps (strictly increasing); ``dx`` = x2 − x1 [in],
-    ``dy_target`` = y2* − y1* [out], ``mean_target`` = (y1* + y2*)/2 [out]; the
-    rates are scalars. Returns a :class:`LinearizedSolution`; nothing raises
-    inside the solve (``throw=False``), failures show in ``status``.
+    ``ts`` are training steps (1-D, strictly increasing) shared by every pair; per pair
+    ``dx`` = x2 − x1 [..., in], ``dy_target`` = y2* − y1* [..., out], ``mean_target`` =
+    (y1* + y2*)/2 [..., out], ``state0`` = (Dh [..., hidden, in], Dy [..., out, hidden],
+    ȳ [..., out]) and the rates [...]. The leading dimensions of all of them broadcast
+    together into the batch: it batches itself like :func:`solve` (power-of-two buckets,
+    ``chunk_size`` pairs at a time), and also works under ``jax.vmap`` and ``jit``.
+    Returns a :class:`LinearizedSolution` whose ``states`` leaves are [..., len(ts), ...]
+    and ``status``, ``num_steps`` [...]; nothing raises inside the solve, failures show
+    in ``status``.
 
-    Written for ONE pair. Batch with ``jax.vmap`` over positional arguments and bind
-    the keyword options with ``functools.partial`` (vmap would map keywords), e.g.::
-
-        f = functools.partial(solve_linearized, rtol=1e-8, atol=1e-10)
-        jax.vmap(f, in_axes=(0, None, 0, None, None, None, None, None))(
-            states0, ts, dxs, dy_target, mean_target, eta_h, eta_y, eta_mean)
-
-    Tolerances default to rtol=1e-6, atol=1e-9 (float64) or rtol=1e-5, atol=1e-8
-    (float32); the solver defaults to Tsit5 with a PID step-size controller.
+    Each pair is solved by rsd's one single-trajectory solve (that of :func:`solve`, with
+    no h-floor): adaptive diffrax steps, every step saved, a quintic Hermite interpolant
+    at ``ts``. Tolerances default to rtol=1e-6, atol=1e-9 (float64) or rtol=1e-5,
+    atol=1e-8 (float32); the solver defaults to Tsit5 with a PID step-size controller.
+    Options, shapes and (outside ``jit``) values are checked on the host: ``ValueError``
+    naming the argument.
     """
     if not isinstance(state0, LinearizedState):
         raise ValueError(f"state0 must be a LinearizedState(enc, dec, mean); got {type(state0).__name__}.")
@@ -176,74 +184,83 @@ def solve_linearized(
                               (("eta_h", eta_h), ("eta_y", eta_y), ("eta_mean", eta_mean)))
     check_tolerance("rtol", rtol)
     check_tolerance("atol", atol)
-    _check_args(state0, ts, dx, dy_target, mean_target, eta_h, eta_y, eta_mean, max_steps)
+    batch = _check_args(state0, ts, dx, dy_target, mean_target, eta_h, eta_y, eta_mean, max_steps)
+    check_int_range("chunk_size", chunk_size, 1)
     check_solver("solver", solver)
 
     dtype = jnp.promote_types(jnp.result_type(state0.enc, state0.dec, state0.mean, dx, dy_target,
                                               mean_target, eta_h, eta_y, eta_mean), jnp.float32)
     rtol, atol = default_tolerances(dtype, rtol, atol)
-    cast = lambda a: jnp.asarray(a, dtype)  # noqa: E731
-    state0 = jax.tree_util.tree_map(cast, state0)
-    args = tuple(cast(a) for a in (eta_h, eta_y, eta_mean, dx, dy_target, mean_target))
-    return _solve(state0, cast(ts), args, float(rtol), float(atol), max_steps,
-                  solver if solver is not None else diffrax.Tsit5())
+    n, n_times = math.prod(batch), ts.shape[0]
+    ts = ts.astype(dtype)
+
+    def flat(a, tail):
+        return jnp.broadcast_to(a.astype(dtype), batch + tail).reshape((n,) + tail)
+
+    hidden, n_in = state0.enc.shape[-2:]
+    n_out = state0.dec.shape[-2]
+    states0 = LinearizedState(flat(state0.enc, (hidden, n_in)), flat(state0.dec, (n_out, hidden)),
+                              flat(state0.mean, (n_out,)))
+    args = (flat(eta_h, ()), flat(eta_y, ()), flat(eta_mean, ()), flat(dx, (n_in,)),
+            flat(dy_target, (n_out,)), flat(mean_target, (n_out,)))
+    if n == 0:
+        states = jax.tree_util.tree_map(lambda a: jnp.zeros(batch + (n_times,) + a.shape[1:], dtype), states0)
+        return LinearizedSolution(ts=ts, states=states, status=jnp.zeros(batch, jnp.int32),
+                                  num_steps=jnp.zeros(batch, jnp.int32))
+    states0, args = pad_rows((states0, args), bucket(n))
+    states, status, steps = _solve(states0, ts, args, float(rtol), float(atol), int(max_steps),
+                                   solver if solver is not None else diffrax.Tsit5(),
+                                   chunk_width(chunk_size, n))
+    unpad = lambda a: a[:n].reshape(batch + a.shape[1:])  # noqa: E731
+    return LinearizedSolution(ts=ts, states=jax.tree_util.tree_map(unpad, states),
+                              status=unpad(status), num_steps=unpad(steps))
 
 
 @eqx.filter_jit
-def _solve(state0, ts, args, rtol, atol, max_steps, solver):
-    # Saving t1 as well gives the last state reached when the solve stops early.
-    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True)])
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(linearized_vector_field), solver, ts[0], ts[-1], None, state0, args,
-        saveat=saveat, stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps, throw=False,
-    )
-    saved, last = sol.ys
-    reached = sol.ts[0] <= sol.ts[1][-1]
+def _solve(states0, ts, args, rtol, atol, max_steps, solver, chunk):
+    """Flat, padded batch of pairs: leaves of ``states0`` and ``args`` [n, ...]."""
+    def one(state0, pair_args):
+        return tuple(trajectory(state0, ts, pair_args, field=linearized_vector_field, solver=solver,
+                                rtol=rtol, atol=atol, max_steps=max_steps, h_floor=None))
 
-    def fill(at_ts, end):
-        mask = reached.reshape(reached.shape + (1,) * (at_ts.ndim - 1))
-        return jnp.where(mask & jnp.isfinite(at_ts), at_ts, end[-1])
-
-    states = jax.tree_util.tree_map(fill, saved, last)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf))
-                                for leaf in jax.tree_util.tree_leaves(last)]))
-    result = sol.result
-    status = jnp.where(
-        (result == diffrax.RESULTS.successful) & finite, Status.OK,
-        jnp.where(result == diffrax.RESULTS.max_steps_reached, Status.MAX_STEPS, Status.FAILED))
-    return LinearizedSolution(ts=ts, states=states, status=status.astype(jnp.int32),
-                              num_steps=sol.stats["num_steps"])
+    return chunked_vmap(one, (states0, args), chunk)
 
 
 def _check_args(state0, ts, dx, dy_target, mean_target, eta_h, eta_y, eta_mean, max_steps):
-    # Shapes are static, so these checks also hold (per element) under jit and vmap.
+    """Host checks of shapes (static, so they hold under jit and vmap too) and, for
+    concrete inputs, values; returns the batch shape."""
     named = {"state0.enc": state0.enc, "state0.dec": state0.dec, "state0.mean": state0.mean,
              "dx": dx, "dy_target": dy_target, "mean_target": mean_target}
     wanted = {"state0.enc": 2, "state0.dec": 2, "state0.mean": 1,
               "dx": 1, "dy_target": 1, "mean_target": 1}
+    layout = {"state0.enc": "[..., hidden, in]", "state0.dec": "[..., out, hidden]",
+              "state0.mean": "[..., out]", "dx": "[..., in]", "dy_target": "[..., out]",
+              "mean_target": "[..., out]"}
     for name, ndim in wanted.items():
-        if named[name].ndim != ndim:
-            raise ValueError(f"{name} must be {ndim}-D for one pair (vmap to batch); "
-                             f"got shape {named[name].shape}.")
-    hidden, n_in = state0.enc.shape
-    n_out = state0.dec.shape[0]
-    if dx.shape[0] != n_in:
-        raise ValueError(f"dx must have length {n_in} = state0.enc.shape[1] (input dimension); "
-                         f"got shape {dx.shape}.")
-    if state0.dec.shape[1] != hidden:
-        raise ValueError(f"state0.dec must have shape [out, {hidden}] to match state0.enc "
-                         f"[{hidden}, {n_in}]; got shape {state0.dec.shape}.")
+        if named[name].ndim < ndim:
+            raise ValueError(f"{name} must have shape {layout[name]}; got shape {named[name].shape}.")
+    hidden, n_in = state0.enc.shape[-2:]
+    n_out = state0.dec.shape[-2]
+    if dx.shape[-1] != n_in:
+        raise ValueError(f"dx must have length {n_in} = state0.enc.shape[-1] (input dimension) on its "
+                         f"last axis; got shape {dx.shape}.")
+    if state0.dec.shape[-1] != hidden:
+        raise ValueError(f"state0.dec must have shape [..., out, {hidden}] to match state0.enc "
+                         f"[..., {hidden}, {n_in}]; got shape {state0.dec.shape}.")
     for name in ("state0.mean", "dy_target", "mean_target"):
-        if named[name].shape != (n_out,):
-            raise ValueError(f"{name} must have shape ({n_out},) = (state0.dec.shape[0],); "
+        if named[name].shape[-1] != n_out:
+            raise ValueError(f"{name} must have shape [..., {n_out}] (last axis = state0.dec.shape[-2]); "
                              f"got shape {named[name].shape}.")
     for name, rate in (("eta_h", eta_h), ("eta_y", eta_y), ("eta_mean", eta_mean)):
-        if jnp.ndim(rate) != 0:
-            raise ValueError(f"{name} must be a scalar for one pair (vmap to batch); "
-                             f"got shape {jnp.shape(rate)}.")
         check_positive(name, rate)
     for name, value in named.items():
         check_finite(name, value)
+    if ts.ndim != 1 or ts.shape[0] < 2:
+        raise ValueError(f"ts must be a 1-D array of at least 2 times; got shape {ts.shape}.")
     check_increasing("ts", ts)
     check_int_range("max_steps", max_steps, 1)
+    return tuple(int(d) for d in check_broadcast({
+        "state0.enc[..., 0, 0]": state0.enc.shape[:-2], "state0.dec[..., 0, 0]": state0.dec.shape[:-2],
+        "state0.mean[..., 0]": state0.mean.shape[:-1], "dx[..., 0]": dx.shape[:-1],
+        "dy_target[..., 0]": dy_target.shape[:-1], "mean_target[..., 0]": mean_target.shape[:-1],
+        "eta_h": eta_h.shape, "eta_y": eta_y.shape, "eta_mean": eta_mean.shape}))

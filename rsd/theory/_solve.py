@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import enum
 import math
+from typing import Callable, NamedTuple
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.flatten_util import ravel_pytree
 
 from .._batching import bucket, chunk_width, chunked_vmap, pad_rows
 from .._validation import (
@@ -27,6 +29,12 @@ from .._validation import (
 from ._dynamics import _final_distance, vector_field
 
 __all__ = ["Status", "Solution", "solve"]
+
+H_FLOOR = 1e-6
+"""Default relative floor on h: a trajectory stops when h < H_FLOOR·min(h0, h∞)."""
+
+FIRST_BUDGET = 128
+"""Step budget of the first explicit pass of :func:`solve` (see its docstring)."""
 
 
 class Status(enum.IntEnum):
@@ -82,30 +90,40 @@ def solve(
     solver: diffrax.AbstractSolver | None = None,
     stiff_solver: diffrax.AbstractSolver | None = None,
     stiff_max_steps: int = 4096,
-    chunk_size: int = 256,
+    chunk_size: int = 1024,
     stiff_chunk_size: int = 32,
-    h_floor: float = 1e-6,
+    h_floor: float = H_FLOOR,
     vector_field=vector_field,
+    adjoint: diffrax.AbstractAdjoint | None = None,
 ):
     """Solve dz/dt = ``vector_field`` from ``z0`` and save z at the times ``ts``.
 
     ``z0`` has shape [..., 3]; the rates and distances broadcast against its
     leading dimensions; ``ts`` (training steps, increasing) is shared. Works under
     ``jit`` and ``grad``; it batches itself, so there is no need to ``vmap`` it.
+    Each trajectory is solved by the one single-trajectory solve of rsd (also behind
+    :func:`solve_linearized` and the fits of :mod:`rsd.fitting`): an adaptive diffrax
+    solve saving every step, stopped at the h-floor, read at ``ts`` by a quintic
+    Hermite interpolant.
 
     One hard element never holds the batch hostage:
 
-    * trajectories are solved in chunks of ``chunk_size`` (each chunk steps only
-      as long as its own slowest element);
+    * trajectories are sorted by a cheap stiffness estimate and solved in chunks of
+      ``chunk_size`` (each chunk steps only as long as its own slowest element);
     * a trajectory whose h falls below ``h_floor·min(h0, h∞)`` stops at once
       with status ``HIT_ZERO``;
-    * with ``solver=None`` an explicit Tsit5 pass with ``max_steps`` steps comes
-      first, and only the trajectories that spent that budget (stiff ones: very
-      unequal rates, the lazy regime) are re-solved with an implicit Kvaerno5
-      in chunks of ``stiff_chunk_size``. Passing a ``solver`` uses that alone.
+    * a first explicit pass has a budget of ``min(max_steps, 128)`` steps (its
+      per-step buffers, the main cost of a batched solve, stay small); only the
+      trajectories that spend it are solved again with ``max_steps``, in chunks of
+      ``chunk_size // 4``;
+    * with ``solver=None`` that explicit solver is Tsit5, and only the trajectories
+      that spent ``max_steps`` too (stiff ones: very unequal rates, the lazy regime)
+      are re-solved with an implicit Kvaerno5 in chunks of ``stiff_chunk_size``.
+      Passing a ``solver`` uses that alone (in both explicit passes).
 
     Tolerances default to rtol=1e-6, atol=1e-9 (float64) or rtol=1e-5, atol=1e-8
-    (float32). Statuses are :class:`Status` values.
+    (float32). Statuses are :class:`Status` values; ``num_steps`` counts the steps
+    of every pass an element went through.
 
     Invalid values: options, ``ts`` and 0-d (whole-batch) rates and distances are
     checked on the host and raise ``ValueError`` naming the argument. Per-element
@@ -128,12 +146,17 @@ def solve(
     new function compiles a new program, the same function object reuses it (pass the
     function itself, not a fresh ``lambda`` per call). The h-floor scale and the
     chunk ordering still use the theory's closed forms; both only steer the solver.
+
+    ``adjoint``: how ``grad`` differentiates the solve (a diffrax adjoint; default
+    ``RecursiveCheckpointAdjoint``, reverse mode). Pass ``diffrax.ForwardMode()`` to
+    differentiate with ``jax.jvp``/``jax.jacfwd`` (cheaper for a few parameters).
     """
     z0, ts = as_array("z0", z0), as_array("ts", ts)
     eta_h, eta_y, dx2, dy2 = (as_array(name, p) for name, p in
                               (("eta_h", eta_h), ("eta_y", eta_y), ("dx2", dx2), ("dy2", dy2)))
     batch = _check_solve_args(z0, ts, eta_h, eta_y, dx2, dy2, max_steps, stiff_max_steps,
                               chunk_size, stiff_chunk_size, h_floor, solver, stiff_solver, rtol, atol)
+    _check_adjoint("adjoint", adjoint)
     dtype = jnp.promote_types(jnp.result_type(z0, eta_h, eta_y, dx2, dy2), jnp.float32)
     check_vector_field("vector_field", vector_field, dtype)
     n, n_times = math.prod(batch), ts.shape[0]
@@ -149,12 +172,12 @@ def solve(
     # numbers of save times (the padded times repeat ts[-1], where the solve ends).
     z0s, ps = pad_rows((z0s, ps), bucket(n))
     ts_padded = pad_rows(ts, bucket(n_times))
-    sol = _solve(z0s, ps, ts_padded, jnp.asarray(n_times, jnp.int32),
+    sol = _solve(z0s, ps, ts_padded, jnp.asarray(n_times, jnp.int32), jnp.asarray(n, jnp.int32),
                  rtol=None if rtol is None else float(rtol), atol=None if atol is None else float(atol),
                  max_steps=max_steps, solver=solver, stiff_solver=stiff_solver,
                  stiff_max_steps=stiff_max_steps, chunk_size=chunk_width(chunk_size, n),
                  stiff_chunk_size=chunk_width(stiff_chunk_size, n), h_floor=float(h_floor),
-                 field=vector_field)
+                 field=vector_field, adjoint=adjoint)
     zs, status, steps, stiff = sol
     return Solution(
         ts=ts,
@@ -166,10 +189,11 @@ def solve(
 
 
 @eqx.filter_jit
-def _solve(z0s, ps, ts, n_times, *, rtol, atol, max_steps, solver, stiff_solver,
-           stiff_max_steps, chunk_size, stiff_chunk_size, h_floor, field):
-    """Flat, padded batch: z0s [n, 3], ps [n, 4] = (η_h, η_y, dx2, dy2), ts [T] whose
-    first ``n_times`` entries are the requested times. Returns (zs, status, steps, stiff)."""
+def _solve(z0s, ps, ts, n_times, n_real, *, rtol, atol, max_steps, solver, stiff_solver,
+           stiff_max_steps, chunk_size, stiff_chunk_size, h_floor, field, adjoint):
+    """Flat, padded batch: z0s [n, 3], ps [n, 4] = (η_h, η_y, dx2, dy2) whose first
+    ``n_real`` rows are the requested elements, ts [T] whose first ``n_times`` entries
+    are the requested times. Returns (zs, status, steps, stiff)."""
     dtype = z0s.dtype
     n = z0s.shape[0]
     rtol, atol = default_tolerances(dtype, rtol, atol)
@@ -181,26 +205,42 @@ def _solve(z0s, ps, ts, n_times, *, rtol, atol, max_steps, solver, stiff_solver,
              & jnp.all(jnp.where(real[1:], jnp.diff(ts) > 0, True)) & (n_times >= 2))
     ts = jnp.where(ts_ok, ts, jnp.minimum(jnp.arange(ts.shape[0]), n_times - 1).astype(dtype))
     valid = _valid_input(z0s, ps) & ts_ok
-    z0s = jnp.where(valid[:, None], z0s, jnp.asarray([1.0, 0.0, 0.0], dtype))
-    ps = jnp.where(valid[:, None], ps, jnp.asarray([1.0, 1.0, 1.0, 0.0], dtype))
+    # The bucket's padding rows get the stand-in too: at a fixed point they cost a few
+    # steps, where copies of a real element would cost as much as it (up to 2x).
+    standin = ~valid | (jnp.arange(n) >= n_real)
+    z0s = jnp.where(standin[:, None], jnp.asarray([1.0, 0.0, 0.0], dtype), z0s)
+    ps = jnp.where(standin[:, None], jnp.asarray([1.0, 1.0, 1.0, 0.0], dtype), ps)
 
     # Chunks step as long as their slowest element, so group elements of similar
     # stiffness: sort by a cheap estimate of the number of steps each needs.
     order = jnp.argsort(_stiffness(z0s, ps, ts[-1] - ts[0]))
     z0s, ps = z0s[order], ps[order]
 
+    def one(solver, budget):
+        return lambda z0, p: trajectory(z0, ts, tuple(p), field=field, solver=solver, rtol=rtol,
+                                        atol=atol, max_steps=budget, h_floor=h_floor, adjoint=adjoint)
+
     explicit = solver if solver is not None else diffrax.Tsit5()
-    one = _one_solver(explicit, ts, rtol, atol, max_steps, h_floor, field)
-    zs, status, steps = chunked_vmap(one, (z0s, ps), chunk_size)
+    # Saved steps fill a [budget + 1, 3] buffer per element that every step of the
+    # batched loop carries: a small first budget made the mixed population of
+    # benchmarks/theory_solve.py 3-4x faster than one pass with the full budget.
+    first = min(max_steps, FIRST_BUDGET)
+    zs, status, steps = chunked_vmap(one(explicit, first), (z0s, ps), chunk_size)
+    if max_steps > first:
+        # A quarter of chunk_size: chunks of stiff_chunk_size made the wide population
+        # of benchmarks/theory_solve.py (a third of it past the first budget) 20% slower.
+        zs, status, steps, _ = _redo_stage(
+            one(explicit, max_steps), z0s, ps, zs, status, steps, max(chunk_size // 4, 2))
     stiff = jnp.zeros(n, bool)
 
     if solver is None:
         implicit = stiff_solver if stiff_solver is not None else diffrax.Kvaerno5()
-        redo = _one_solver(implicit, ts, rtol, atol, stiff_max_steps, h_floor, field)
-        zs, status, steps, stiff = _resolve_failures(
-            redo, z0s, ps, zs, status, steps, min(stiff_chunk_size, n))
+        zs, status, steps, stiff = _redo_stage(
+            one(implicit, stiff_max_steps), z0s, ps, zs, status, steps, min(stiff_chunk_size, n))
 
-    unsort = lambda a: jnp.zeros_like(a).at[order].set(a)
+    # Back to the input order by a gather (the inverse permutation): cheaper than a scatter.
+    inverse = jnp.argsort(order)
+    unsort = lambda a: a[inverse]  # noqa: E731
     zs, status, steps, stiff = unsort(zs), unsort(status), unsort(steps), unsort(stiff)
     zs = jnp.where(valid[:, None, None], zs, jnp.nan)
     status = jnp.where(valid, status, Status.BAD_INPUT).astype(jnp.int32)
@@ -220,70 +260,111 @@ def _h_scale(z0, eta_h, eta_y, dx2, dy2):
     return jnp.where(h_inf > 0, jnp.minimum(z0[0], h_inf), z0[0])
 
 
-def default_tolerances(dtype, rtol=None, atol=None):
-    """(rtol, atol), each defaulting to 1e-6, 1e-9 (float64) or 1e-5, 1e-8 (float32)."""
+def default_tolerances(dtype, rtol=None, atol=None, *, tighten: float = 1.0):
+    """(rtol, atol), each defaulting to 1e-6, 1e-9 (float64) or 1e-5, 1e-8 (float32).
+
+    ``tighten`` divides the float64 defaults (not explicit values, nor float32's,
+    which cannot go much tighter): the fits use 10.
+    """
     wide = dtype == jnp.float64
-    return (rtol if rtol is not None else (1e-6 if wide else 1e-5),
-            atol if atol is not None else (1e-9 if wide else 1e-8))
+    scale = 1.0 / tighten if wide else 1.0
+    return (rtol if rtol is not None else (1e-6 if wide else 1e-5) * scale,
+            atol if atol is not None else (1e-9 if wide else 1e-8) * scale)
 
 
 def _stiffness(z0s, ps, duration):
-    """(fastest rate of the linearized flow, at the start or the end) × duration.
+    """(largest row sum of |∂f/∂z|, at the start or at the end state) × duration.
 
-    Near a state the rates of the flow are about η_y·h + η_h·dx2·y/h; this is
-    only used to order elements so that chunks hold trajectories of similar cost.
+    The norm bounds the fastest rate of the linearized flow, which sets the steps
+    an adaptive solver needs; only used to order elements so that chunks hold
+    trajectories of similar cost. (On the mixed population of
+    benchmarks/theory_solve.py it put 67% of the lanes of chunks of 1,024 to use,
+    against 57% for the earlier estimate η_y·h + η_h·dx2·y/h at both ends.)
     """
     eta_h, eta_y, dx2, dy2 = ps.T
     h0, y0 = z0s[:, 0], z0s[:, 1]
     h_inf = _final_distance(h0, y0, eta_h, eta_y, dx2, dy2)
-    rate0 = eta_y * h0 + eta_h * dx2 * y0 / h0
-    safe = jnp.where(h_inf > 0, h_inf, 1.0)
-    rate_inf = jnp.where(h_inf > 0, eta_y * h_inf + eta_h * dx2 * dy2 / safe, 0.0)
-    return jnp.maximum(rate0, rate_inf) * duration
+    # At h∞ = 0 (dy2 = 0 with C ≤ 0) the field is singular: use the start alone.
+    end = jnp.stack([jnp.where(h_inf > 0, h_inf, h0), dy2, jnp.zeros_like(h0)], -1)
+    end = jnp.where((h_inf > 0)[:, None], end, z0s)
+
+    def rate(z, p):
+        jac = jax.jacfwd(lambda x: vector_field(None, x, tuple(p)))(z)
+        return jnp.max(jnp.sum(jnp.abs(jac), axis=-1))
+
+    rates = jnp.maximum(jax.vmap(rate)(z0s, ps), jax.vmap(rate)(end, ps))
+    return jnp.where(jnp.isfinite(rates), rates, jnp.inf) * duration
 
 
-def _one_solver(solver, ts, rtol, atol, max_steps, h_floor, field):
-    """A function solving ONE trajectory of dz/dt = field: (z0 [3], params [4]) -> (zs [T, 3], status, steps)."""
-    # args carry the floor after the four parameters of the vector field.
-    term = diffrax.ODETerm(lambda t, z, args: field(t, z, args[:4]))
-    controller = diffrax.PIDController(rtol=rtol, atol=atol)
+# ---------------------------------------------------------------------------
+# The one single-trajectory solve: solve, solve_linearized and the fits all call it.
+
+class Trajectory(NamedTuple):
+    """Result of :func:`trajectory`: ``zs`` (z0's structure with a leading time axis),
+    ``status`` (a :class:`Status`, int32) and ``num_steps`` (int32)."""
+
+    zs: object
+    status: jax.Array
+    num_steps: jax.Array
+
+
+def trajectory(z0, ts, args, *, field: Callable = vector_field, solver=None, rtol: float,
+               atol: float, max_steps: int, h_floor: float | None = H_FLOOR, adjoint=None) -> Trajectory:
+    """ONE trajectory of dz/dt = ``field(t, z, args)`` from ``z0`` at ``ts[0]``, read at ``ts``.
+
+    The single-trajectory solve behind :func:`solve`, :func:`solve_linearized` and the
+    fits: a diffrax solve (``solver``, default Tsit5; PID step-size control at ``rtol``,
+    ``atol``; at most ``max_steps`` steps; ``throw=False``) that saves every step, then a
+    quintic Hermite interpolant at ``ts`` (see :func:`_hermite_at`). It stops early
+    (a diffrax event) on a non-finite state, status ``FAILED``, and — with ``h_floor``
+    set, for the 3-D theory only (z0 [3] = (h, y, w), args = (η_h, η_y, dx2, dy2)) —
+    where h < ``h_floor``·min(h0, h∞) (h0 when h∞ = 0), status ``HIT_ZERO``. After a
+    stop, times past it hold the last state reached. ``z0`` may be any pytree of
+    arrays (``h_floor=None``); ``adjoint`` is diffrax's (``diffrax.ForwardMode()`` for
+    ``jax.jvp``/``jax.jacfwd``; default reverse mode). Pure and jittable; vmap it to batch.
+    Options are not checked here: the public entry points check them on the host.
+    """
+    flat0, unravel = ravel_pytree(z0)
+    flat_field = lambda t, z, a: ravel_pytree(field(t, unravel(z), a))[0]  # noqa: E731
+    if h_floor is None:
+        floor = jnp.asarray(-jnp.inf, flat0.dtype)
+    else:
+        floor = h_floor * _h_scale(flat0, *args)
+    # args carry the floor after the field's own arguments.
+    term = diffrax.ODETerm(lambda t, z, a: flat_field(t, z, a[0]))
+    extra = {} if adjoint is None else {"adjoint": adjoint}
+
+    def stop(t, z, a, **kwargs):
+        return (z[0] < a[1]) | ~jnp.all(jnp.isfinite(z))
+
     # Saving every step and interpolating afterwards costs a fraction of
     # SaveAt(ts): under vmap diffrax's save-at-ts loop rewrites the whole output
     # buffer of the batch at every step.
-    saveat = diffrax.SaveAt(t0=True, steps=True)
-
-    def stop(t, z, args, **kwargs):
-        floor = args[-1]
-        return (z[0] < floor) | ~jnp.all(jnp.isfinite(z))
-
-    def one(z0, p):
-        eta_h, eta_y, dx2, dy2 = p[0], p[1], p[2], p[3]
-        floor = h_floor * _h_scale(z0, eta_h, eta_y, dx2, dy2)
-        sol = diffrax.diffeqsolve(
-            term, solver, ts[0], ts[-1], None, z0, (eta_h, eta_y, dx2, dy2, floor),
-            saveat=saveat, stepsize_controller=controller, event=diffrax.Event(stop),
-            max_steps=max_steps, throw=False,
-        )
-        zs, z_end = _hermite_at(ts, sol.ts, sol.ys, (eta_h, eta_y, dx2, dy2), field)
-        result = sol.result
-        stopped = result == diffrax.RESULTS.event_occurred
-        status = jnp.where(
-            result == diffrax.RESULTS.successful, Status.OK,
-            jnp.where(stopped & (z_end[0] < floor), Status.HIT_ZERO,
-                      jnp.where(result == diffrax.RESULTS.max_steps_reached,
-                                Status.MAX_STEPS, Status.FAILED)))
-        return zs, status.astype(jnp.int32), sol.stats["num_steps"]
-
-    return one
+    sol = diffrax.diffeqsolve(
+        term, solver if solver is not None else diffrax.Tsit5(), ts[0], ts[-1], None, flat0,
+        (args, floor), saveat=diffrax.SaveAt(t0=True, steps=True),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        event=diffrax.Event(stop), max_steps=max_steps, throw=False, **extra,
+    )
+    zs, z_end = _hermite_at(ts, sol.ts, sol.ys, lambda z: flat_field(None, z, args))
+    result = sol.result
+    stopped = result == diffrax.RESULTS.event_occurred
+    status = jnp.where(
+        result == diffrax.RESULTS.successful, Status.OK,
+        jnp.where(stopped & (z_end[0] < floor), Status.HIT_ZERO,
+                  jnp.where(result == diffrax.RESULTS.max_steps_reached,
+                            Status.MAX_STEPS, Status.FAILED)))
+    return Trajectory(jax.vmap(unravel)(zs), status.astype(jnp.int32),
+                      sol.stats["num_steps"].astype(jnp.int32))
 
 
-def _hermite_at(ts, t_steps, z_steps, args, vector_field):
+def _hermite_at(ts, t_steps, z_steps, field):
     """z at the times ``ts`` from the states saved at every step.
 
     Quintic Hermite interpolation between steps, from z, dz/dt and d²z/dt² at both
-    ends (the latter two from ``vector_field`` and its Jacobian-vector product):
+    ends (the latter two from ``field(z)`` and its Jacobian-vector product):
     error O(Δt⁶), below the O(Δt⁵) local error of the 5th-order solvers. Times
-    after the last step reached hold its state. Returns (zs [T, 3], last state).
+    after the last step reached hold its state. Returns (zs [T, n], last state).
     """
     valid = jnp.isfinite(t_steps) & jnp.all(jnp.isfinite(z_steps), axis=-1)
     last = jnp.maximum(jnp.sum(valid) - 1, 0)
@@ -297,9 +378,9 @@ def _hermite_at(ts, t_steps, z_steps, args, vector_field):
     ta, tb = t_safe[i], jnp.where(j > i, t_safe[j], t_safe[i] + 1.0)
     za, zb = z_safe[i], z_safe[j]
 
-    field = lambda z: vector_field(None, z, args)
-    fa, ga = jax.jvp(field, (za,), (field(za),))
-    fb, gb = jax.jvp(field, (zb,), (field(zb),))
+    derivatives = jax.vmap(lambda z: jax.jvp(field, (z,), (field(z),)))
+    fa, ga = derivatives(za)
+    fb, gb = derivatives(zb)
     dt = (tb - ta)[:, None]
     s = jnp.clip((ts[:, None] - ta[:, None]) / dt, 0.0, 1.0)
     s2, s3 = s * s, s * s * s
@@ -319,36 +400,57 @@ def _hermite_at(ts, t_steps, z_steps, args, vector_field):
 
 
 def _resolve_failures(redo, z0s, ps, zs, status, steps, k):
-    """Re-solve the elements with status MAX_STEPS, k at a time, skipping clean chunks.
+    """Re-solve the elements with status MAX_STEPS, k at a time.
 
-    The elements to redo are sorted to the front, so only ceil(#redo / k) chunks
-    run the implicit solver; ``lax.cond`` skips the rest.
+    The elements to redo are sorted to the front, so only the ceil(#redo / k)
+    chunks that hold them run ``redo`` (``lax.cond`` skips the rest, returning
+    zeros); their results are then written over the old ones in one scatter.
+    Returns (zs, status, steps).
     """
     n = z0s.shape[0]
     need = status == Status.MAX_STEPS
-    order = jnp.argsort(~need, stable=True)
     n_need = jnp.sum(need)
+    order = jnp.argsort(~need, stable=True)
     n_chunks = -(-n // k)
-    idx = jnp.concatenate([order, jnp.full(n_chunks * k - n, order[-1])]).reshape(n_chunks, k)
+    order = jnp.concatenate([order, jnp.full(n_chunks * k - n, order[-1])])
+    skipped = jax.eval_shape(lambda: jax.vmap(redo)(z0s[:k], ps[:k]))
 
-    def chunk(args):
-        c, ids = args
-        run = lambda: jax.vmap(redo)(z0s[ids], ps[ids])
-        skip = lambda: (zs[ids], status[ids], steps[ids])
-        return lax.cond(c * k < n_need, run, skip)
+    def chunk(c):
+        ids = lax.dynamic_slice(order, (c * k,), (k,))
+        # Gathered outside the cond: its operands are only this chunk's inputs (a cond
+        # that closes over the whole batch may copy it at every chunk).
+        run = lambda z, p: tuple(jax.vmap(redo)(z, p))
+        skip = lambda z, p: tuple(jnp.zeros(s.shape, s.dtype) for s in skipped)
+        return lax.cond(c * k < n_need, run, skip, z0s[ids], ps[ids])
 
-    new = lax.map(chunk, (jnp.arange(n_chunks), idx))
-    ids = order
-    use = jnp.arange(n) < n_need
+    new_zs, new_status, new_steps = (a.reshape((n_chunks * k,) + a.shape[2:])
+                                     for a in lax.map(chunk, jnp.arange(n_chunks)))
+    # Slots past the last element to redo (their chunk skipped, or a duplicate of an
+    # element redone in a slot before) point past the end: the scatter drops them.
+    target = jnp.where(jnp.arange(n_chunks * k) < n_need, order, n)
 
-    def merge(new_leaf, old):
-        new_leaf = new_leaf.reshape((n_chunks * k,) + old.shape[1:])[:n]
-        mask = use.reshape((n,) + (1,) * (old.ndim - 1))
-        return old.at[ids].set(jnp.where(mask, new_leaf, old[ids]))
+    def merge(new, old):
+        return old.at[target].set(new, mode="drop")
 
-    new_zs, new_status, new_steps = new
-    total_steps = merge(new_steps + steps[idx], steps)
-    return merge(new_zs, zs), merge(new_status, status), total_steps, need
+    steps = merge(new_steps + steps[order], steps)
+    return merge(new_zs, zs), merge(new_status, status), steps
+
+
+def _redo_stage(redo, z0s, ps, zs, status, steps, k):
+    """:func:`_resolve_failures`, skipped as a whole when no element needs it (its
+    per-chunk outputs and merges would touch the whole batch's buffers)."""
+    need = status == Status.MAX_STEPS
+    zs, status, steps = lax.cond(
+        jnp.any(need), lambda zs, status, steps: _resolve_failures(redo, z0s, ps, zs, status, steps, k),
+        lambda zs, status, steps: (zs, status, steps), zs, status, steps)
+    return zs, status, steps, need
+
+
+def _check_adjoint(name, adjoint):
+    """None or a diffrax adjoint instance (e.g. ``diffrax.ForwardMode()``)."""
+    if adjoint is not None and not isinstance(adjoint, diffrax.AbstractAdjoint):
+        raise ValueError(f"{name} must be a diffrax adjoint instance (e.g. diffrax.ForwardMode()) "
+                         f"or None; got {adjoint!r}.")
 
 
 def _check_solve_args(z0, ts, eta_h, eta_y, dx2, dy2, max_steps, stiff_max_steps,

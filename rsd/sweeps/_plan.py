@@ -122,7 +122,6 @@ def make_plan(spec: SweepSpec) -> Plan:
     if not isinstance(spec, SweepSpec):
         raise ValueError(f"spec must be an rsd.sweeps.SweepSpec; got {type(spec).__name__}.")
     base = spec.base_setting()
-    keys = spec.grid_keys
     combos = list(itertools.product(*(values for _, values in spec.grid)))
     cells, structures, checked = [], {}, set()
     for index, combo in enumerate(combos):

@@ -295,19 +295,6 @@ def train(
         raise ValueError("lr needs an optimizer with an injected learning rate "
                          "(optax.inject_hyperparams(...)(learning_rate=...)); the given "
                          "optimizer has none: pass lr=None to use its own.")
-    # Seed counts share programs in power-of-two buckets (1, 2, 4, ...) up to the chunk
-    # size: the given one, or the largest power of two whose footprint fits the memory.
-    per_seed_bytes = _seed_footprint(
-        network, setting, n=n, num_records=num_records, num_layers=len(layers),
-        num_mats=num_mats_of(mat_steps), matrix_layers=matrix_layers, tracked=tracked,
-        data_per_seed=(x.shape[-2] * x.shape[-1] if x_per_seed else 0)
-        + (y.shape[-2] * y.shape[-1] if y_per_seed else 0), dtype=dtype)
-    if chunk_size is None:
-        budget = _memory_budget(memory_budget, mesh)
-        chunk_size = _auto_chunk(per_seed_bytes, budget)
-    chunk = min(chunk_size, 1 << (num_seeds - 1).bit_length())
-    chunk = -(-chunk // num_devices) * num_devices
-
     slot = np.full(steps, -1, np.int32)
     final_slot, num_mats = -1, 0
     if mat_steps is not None:
@@ -316,6 +303,19 @@ def train(
                 slot[t] = k
         final_slot = len(mat_steps) - 1 if mat_steps[-1] == steps else -1
         num_mats = len(mat_steps)
+
+    # Seed counts share programs in power-of-two buckets (1, 2, 4, ...) up to the chunk
+    # size: the given one, or the largest power of two whose footprint fits the memory.
+    per_seed_bytes = _seed_footprint(
+        network, setting, n=n, num_records=num_records, num_layers=len(layers),
+        num_mats=num_mats, matrix_layers=matrix_layers, tracked=tracked,
+        data_per_seed=(x.shape[-2] * x.shape[-1] if x_per_seed else 0)
+        + (y.shape[-2] * y.shape[-1] if y_per_seed else 0), dtype=dtype)
+    if chunk_size is None:
+        budget = _memory_budget(memory_budget, mesh)
+        chunk_size = _auto_chunk(per_seed_bytes, budget)
+    chunk = min(chunk_size, 1 << (num_seeds - 1).bit_length())
+    chunk = -(-chunk // num_devices) * num_devices
 
     # The compiled programs depend on the setting's structure only (Setting.structure:
     # lr and gain are per-seed data, the gain acting through the initialization alone);
@@ -506,10 +506,6 @@ def _has_injected_lr(optimizer, params) -> bool:
 AUTO_CHUNK_MAX = 64
 """The largest chunk ``train`` chooses by itself (more seeds per program stop paying on a
 CPU; pass ``chunk_size`` for larger chunks on an accelerator)."""
-
-
-def num_mats_of(mat_steps):
-    return 0 if mat_steps is None else len(mat_steps)
 
 
 def _seed_footprint(network, setting, *, n, num_records, num_layers, num_mats, matrix_layers,

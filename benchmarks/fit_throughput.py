@@ -28,9 +28,7 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
 import jax
 
@@ -38,36 +36,20 @@ jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
 
+from rsd.bench._rows import synthetic_trajectories  # noqa: E402
+# The paper-style procedure (also the tests' reference) lives in rsd.bench._scipy_fit.
+from rsd.bench._scipy_fit import paper_fit as scipy_fit  # noqa: E402
+from rsd.bench._scipy_fit import reference_loss  # noqa: E402
 from rsd.fitting import fit_rates, initial_rates  # noqa: E402
-from rsd.theory import solve  # noqa: E402
-
-# The paper-style procedure is shared with the tests (tests/helpers.py), which check rsd
-# against it; run from anywhere, this script finds it from its own location.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.helpers import reference_loss, scipy_fit  # noqa: E402
-
-DX2, DY2 = 1.0, 0.5
 
 
 # ---------------------------------------------------------------------------
 # Trajectories.
 
 def synthetic(n, steps, seed, noise=1e-4):
-    """n theory trajectories of `steps` steps, alternately rich (tiny h0, y0) and lazy
-    (h0 ≈ 2–5), rates log-uniform such that the dynamics happen within the window,
-    with relative noise. Returns data [n, steps, 3] (float64) and true rates [n, 2]."""
-    rng = np.random.default_rng(seed)
-    rich = np.arange(n) % 2 == 0
-    h0 = np.where(rich, 10 ** rng.uniform(-4, -2, n), 10 ** rng.uniform(0.3, 0.7, n))
-    y0 = np.where(rich, 10 ** rng.uniform(-5, -3, n), rng.uniform(0.05, 0.3, n))
-    w0 = y0 - np.sqrt(DY2 * y0)
-    eta_h = np.where(rich, 10 ** rng.uniform(-2.5, -1.5, n), 10 ** rng.uniform(-3.5, -2.5, n))
-    eta_y = eta_h * 10 ** rng.uniform(-0.5, 0.5, n)
-    ts = np.arange(steps, dtype=np.float64)
-    sol = solve(np.stack([h0, y0, w0], -1), ts, eta_h, eta_y, DX2, DY2)
-    assert np.all(np.asarray(sol.status) == 0), "synthetic solve failed"
-    zs = np.asarray(sol.zs) * (1.0 + noise * rng.standard_normal((n, steps, 3)))
-    return zs, np.stack([eta_h, eta_y], -1), np.full(n, DX2), np.full(n, DY2)
+    """n theory trajectories (rich and lazy, relative noise); see
+    ``rsd.bench._rows.synthetic_trajectories`` (scipy DOP853), shared with `rsd bench`'s fits row."""
+    return synthetic_trajectories(n, steps, seed, noise)
 
 
 def networks(n_seeds, width, depth, steps):

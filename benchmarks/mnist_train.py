@@ -29,95 +29,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import sys
-import time
 
-import numpy as np
-
-
-def _timed(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def _interleaved(calls, repeats):
-    """{name: (best steady seconds, compile seconds)} of the ``calls``, timed in turn.
-
-    Each call is compiled and run once, then all are timed round-robin ``repeats``
-    times, so that a shared machine's load changes hit them alike; the compile time is
-    the first call minus the best."""
-    first = {name: _timed(call) for name, call in calls.items()}
-    best = {name: math.inf for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            best[name] = min(best[name], _timed(call))
-    return {name: (best[name], max(first[name] - best[name], 0.0)) for name in calls}
-
-
-def setting_and_data(n_train, epochs):
-    from rsd.data import mnist
-    from rsd.training import Setting
-
-    x, y = mnist(limit=n_train)
-    setting = Setting.from_paper("mnist", "trajectories", quirks=True, n_train=n_train)
-    per_epoch = math.ceil(n_train / setting.batch_size)
-    return setting.replace(steps=epochs * per_epoch), x, y, per_epoch
-
-
-def rsd_call(setting, x, y, per_epoch, num_seeds):
-    """A ``train`` call with ``num_seeds`` seeds, one record per epoch, as a user makes it."""
-    import jax
-
-    from rsd.training import train
-
-    def call():
-        run = train(setting, x, y, seeds=np.arange(num_seeds), pair=(0, 1),
-                    record_every=per_epoch, progress=False)
-        jax.block_until_ready(run.h)
-
-    return call
-
-
-def floor_call(setting, x, y, num_seeds):
-    """A call of the minibatch-only loop (the floor) with ``num_seeds`` seeds."""
-    import jax
-    import jax.numpy as jnp
-    from jax import lax
-
-    from rsd.networks import make_network
-
-    n, batch = x.shape[0], setting.batch_size
-    net = make_network("mlp", activation=setting.activation, width=setting.width,
-                       depth=setting.depth, gain=setting.gain, in_dim=x.shape[1],
-                       out_dim=y.shape[1])
-    lr, steps = setting.lr, setting.steps
-
-    def loss(p, xb, yb):
-        out, _ = net.apply(p, xb, train=False)
-        return 0.5 * jnp.mean((out - yb) ** 2)
-
-    def one_seed(p, offset):
-        def step(p, t):
-            # Contiguous minibatches (wrapping around) from a per-seed offset: each seed
-            # gathers its own 64 rows, as in train(); no permutation is drawn.
-            idx = (offset + t * batch + jnp.arange(batch)) % n
-            g = jax.grad(loss)(p, x[idx], y[idx])
-            return jax.tree.map(lambda a, b: a - lr * b, p, g), None
-
-        return lax.scan(step, p, jnp.arange(steps, dtype=jnp.int32))[0]
-
-    program = jax.jit(jax.vmap(one_seed))
-    params = jax.vmap(net.init)(jax.random.split(jax.random.key(0), num_seeds))
-    offsets = jnp.arange(num_seeds, dtype=jnp.int32) * 97
-
-    def call():
-        jax.block_until_ready(program(params, offsets))
-
-    return call
+# The setting, the rsd call, the floor loop and the interleaved timing are shared with
+# `rsd bench` (its mnist-train row).
+from rsd.bench._rows import interleaved
+from rsd.bench._rows import mnist_floor_call as floor_call
+from rsd.bench._rows import mnist_rsd_call as rsd_call
+from rsd.bench._rows import mnist_setting_and_data as setting_and_data
 
 
 def main(argv=None):
@@ -142,9 +63,10 @@ def main(argv=None):
     print("-" * len(header))
     rows = []
     for num_seeds in args.seeds:
-        times = _interleaved({"rsd": rsd_call(setting, x, y, per_epoch, num_seeds),
-                              "floor": floor_call(setting, x, y, num_seeds)}, args.repeats)
-        (t_rsd, c_rsd), (t_floor, c_floor) = times["rsd"], times["floor"]
+        times = interleaved({"rsd": rsd_call(setting, x, y, per_epoch, num_seeds),
+                             "floor": floor_call(setting, x, y, num_seeds)}, args.repeats)
+        (t_rsd, f_rsd), (t_floor, f_floor) = times["rsd"], times["floor"]
+        c_rsd, c_floor = max(f_rsd - t_rsd, 0.0), max(f_floor - t_floor, 0.0)
         row = dict(seeds=num_seeds, steps=steps, rsd_seconds=t_rsd, floor_seconds=t_floor,
                    rsd_seeds_per_second=num_seeds / t_rsd,
                    rsd_ms_per_step=1e3 * t_rsd / steps, floor_ms_per_step=1e3 * t_floor / steps,

@@ -33,11 +33,16 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy.integrate import solve_ivp  # noqa: E402
-
 from rsd import theory  # noqa: E402
-
-T_END = 6000.0  # training steps, the length of the paper's two-point runs
+# The mixed population, the numpy field, the stop rule and the error measure are shared
+# with `rsd bench` (its theory row).
+from rsd.bench._rows import (  # noqa: E402
+    T_END,
+    numpy_floor,
+    rel_error,
+    sample_mixed,
+    scipy_solve,
+)
 N_SAVE = {"wide": 101, "mixed": 61}
 
 
@@ -55,71 +60,6 @@ def sample(n, seed=0, singular_share=0.005):
     cos[anti] = -0.95  # outputs pointing the wrong way: some pass through h = 0
     w0 = y0 - cos * np.sqrt(y0 * dy2)
     return np.stack([h0, y0, w0], -1), eta_h, eta_y, dx2, dy2
-
-
-def sample_mixed(n, seed=0, singular_share=1e-3):
-    """Issue 10's population: (z0 [n, 3], eta_h, eta_y, dx2, dy2).
-
-    Rates log-uniform over 1e-4…1e-2 per step, h0 uniform over 0.05…2, y0 = h0·10^U(−2, 0),
-    dx2 uniform over 0.25…2.25, dy2 over 0.05…1, outputs aligned with the targets
-    (w0 = y0 − cos·sqrt(y0·dy2), cos uniform over 0…1). A share ``singular_share`` is
-    anti-aligned (cos = −1) with y0 = h0 and rates redrawn until η_h·dx2/η_y > 8·h0
-    (invariant C < 0 by a margin): such trajectories run into h = 0.
-    """
-    rng = np.random.default_rng(seed)
-    eta_h = 10 ** rng.uniform(-4, -2, n)
-    eta_y = 10 ** rng.uniform(-4, -2, n)
-    h0 = rng.uniform(0.05, 2.0, n)
-    dx2 = rng.uniform(0.25, 2.25, n)
-    dy2 = rng.uniform(0.05, 1.0, n)
-    y0 = h0 * 10 ** rng.uniform(-2, 0, n)
-    cos = rng.uniform(0, 1, n)
-    anti = np.flatnonzero(rng.uniform(size=n) < singular_share)
-    for i in anti:
-        y0[i], cos[i] = h0[i], -1.0
-        while eta_h[i] * dx2[i] / eta_y[i] <= 8.0 * h0[i]:
-            eta_h[i], eta_y[i] = 10 ** rng.uniform(-4, -2, 2)
-    w0 = y0 - cos * np.sqrt(y0 * dy2)
-    return np.stack([h0, y0, w0], -1), eta_h, eta_y, dx2, dy2
-
-
-def numpy_field(t, z, eta_h, eta_y, dx2, dy2):
-    """The vector field of rsd.theory.vector_field, in numpy for scipy."""
-    h, y, w = z
-    a = eta_h * dx2
-    return np.array([
-        -a * w,
-        -w * (eta_y * h + a * y / h),
-        -0.5 * eta_y * (3 * w - y + dy2) * h - 0.5 * a * (y + w) * w / h,
-    ])
-
-
-def numpy_floor(z0, p, h_floor=1e-6):
-    """rsd's stop rule in numpy: h < h_floor·min(h0, h∞) (h0 when h∞ = 0)."""
-    eta_h, eta_y, dx2, dy2 = p
-    h0, y0 = z0[0], z0[1]
-    k = eta_h * dx2 / eta_y
-    c = h0 - k * y0 / h0
-    root = np.sqrt(0.25 * c * c + k * dy2)
-    h_inf = 0.5 * c + root if c >= 0 else k * dy2 / (root - 0.5 * c)
-    return h_floor * (min(h0, h_inf) if h_inf > 0 else h0)
-
-
-def scipy_solve(z0, p, ts, method, rtol, atol, floor):
-    """One trajectory by ``solve_ivp``, stopped (terminal event) where h < floor."""
-    event = lambda t, z, *a: z[0] - floor
-    event.terminal = True
-    sol = solve_ivp(numpy_field, (ts[0], ts[-1]), z0, method=method, t_eval=ts, args=p,
-                    rtol=rtol, atol=atol, events=event)
-    zs = np.full((len(ts), 3), np.nan)
-    zs[: sol.y.shape[1]] = sol.y.T
-    return zs, sol.status == 1  # status 1: terminated by the event
-
-
-def rel_error(zs, ref):
-    """Max over times of |error| / max |reference| per component, worst component."""
-    scale = np.max(np.abs(ref), axis=0)
-    return float(np.max(np.nanmax(np.abs(zs - ref), axis=0) / scale))
 
 
 def run_rsd(args, ts, repeats):

@@ -70,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="join a multi-process run whose layout JAX detects (SLURM, Open MPI, TPU pod)")
     sweep.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                        help="no progress bar")
+    bench = sub.add_parser("bench", help="the benchmark suite: one table, rsd against named "
+                                         "baselines measured in the same run")
+    bench.add_argument("--quick", action="store_true", help="reduced sizes (a few minutes on a CPU)")
+    bench.add_argument("--only", nargs="+", metavar="ROW",
+                       help="run only these rows: theory, train-default, train-narrow, fits, "
+                            "compile-cache, mnist-train")
+    bench.add_argument("--out", default="rsd-bench.json", metavar="FILE.json",
+                       help="where to write the results as JSON (default: rsd-bench.json)")
+    bench.add_argument("--repeats", type=int, metavar="K",
+                       help="timings per side, the best kept (default: 3, or 2 with --quick)")
+    bench.add_argument("--profile", choices=("full", "quick", "tiny"), help=argparse.SUPPRESS)
     return parser
 
 
@@ -121,6 +132,8 @@ def main(argv=None) -> int:
 def _dispatch(args) -> int:
     if args.command == "sweep":
         return _sweep(args)
+    if args.command == "bench":
+        return _bench(args)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,6 +181,20 @@ def _sweep(args) -> int:
     print(sweeps.run_sweep(spec, args.out, force=args.force, devices=args.devices,
                            progress=args.progress))
     return 0
+
+
+def _bench(args) -> int:
+    from . import bench
+
+    try:
+        results = bench.run(args.only, quick=args.quick, profile=args.profile,
+                            repeats=args.repeats, out=args.out)
+    except ImportError as error:  # scipy missing: say how to install it
+        print(f"rsd: {error}", file=sys.stderr)
+        return 2
+    print(bench.format_table(results))
+    print(f"wrote {args.out}")
+    return 1 if any("error" in r for r in results) else 0
 
 
 def _say_files(outcome) -> None:

@@ -12,6 +12,28 @@ import pytest
 os.environ.setdefault("RSD_COMPILATION_CACHE", tempfile.mkdtemp(prefix="rsd-test-jax-cache-"))
 
 
+def _persistent_cache_for_the_tests():
+    """The test process uses that folder too. Each module's compiled programs are
+    dropped after it (``_fresh_compilation_caches``), and many modules compile the same
+    programs (a default ``solve``, a fit): later modules, and pytest-xdist's other
+    worker, load them from disk instead of compiling them again. Set through JAX's own
+    options, not ``rsd._compilation_cache.enable``, whose state tests/test_compilation_cache.py
+    checks."""
+    from rsd import _compilation_cache as cc
+
+    setting = os.environ["RSD_COMPILATION_CACHE"]
+    if setting.strip().lower() in cc._OFF:
+        return
+    folder = os.path.join(setting, cc._host_tag())
+    os.makedirs(folder, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", cc.MIN_COMPILE_TIME_S)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+_persistent_cache_for_the_tests()
+
+
 @pytest.fixture
 def x64():
     """Run a test in float64; restore the previous setting afterwards."""
@@ -47,9 +69,19 @@ def reproduced_tiny(tmp_path_factory):
     return folder
 
 
-def pytest_collection_modifyitems(config, items):
-    import os
+# Modules that share the session's ``reproduced_tiny`` run on one pytest-xdist worker, so
+# that the tiny reproduction runs once.
+_REPRODUCE_GROUP = ("test_experiments", "test_experiment_", "test_experiments_")
 
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    # One xdist group per module (``--dist loadgroup``): a module's tests share compiled
+    # programs, so splitting a module across workers would compile them twice.
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module else item.nodeid
+        group = "reproduce" if module.startswith(_REPRODUCE_GROUP) else module
+        item.add_marker(pytest.mark.xdist_group(group))
     if os.environ.get("RSD_SLOW") == "1":
         return
     skip = pytest.mark.skip(reason="full-size check; set RSD_SLOW=1 to run")

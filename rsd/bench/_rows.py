@@ -36,13 +36,15 @@ PROFILES = {
         cache_command=("run", "two-point-fit", "--size", "tiny"),
         mnist=dict(seeds=(1, 8, 32), epochs=3, n_train=4000)),
     "quick": dict(
-        repeats=2, theory_n=20_000, theory_subsample=40,
+        # The theory row at the size of its target (N = 100,000 costs rsd ~3 s); training
+        # rows with >= 25 steps per seed, so the fixed cost per chunk stays small.
+        repeats=2, theory_n=100_000, theory_subsample=40,
         default_seeds=(1, 4), default_budget=400,
-        narrow_seeds=(64, 256), narrow_budget=12_800,
-        min_steps=5, max_steps=200, torch_max_steps=10,
+        narrow_seeds=(64, 256), narrow_budget=25_600,
+        min_steps=25, max_steps=200, torch_max_steps=10,
         fit_n=32, fit_steps=6000, fit_sample=2,
         cache_command=("run", "two-point-fit", "--size", "tiny"),
-        mnist=dict(seeds=(1,), epochs=1, n_train=4000)),
+        mnist=dict(seeds=(1,), epochs=3, n_train=4000)),
     "tiny": dict(
         repeats=1, theory_n=256, theory_subsample=8,
         default_seeds=(1,), default_budget=3,

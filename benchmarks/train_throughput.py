@@ -42,18 +42,10 @@ import time
 
 import numpy as np
 
+from rsd.bench._core import memory_bandwidth  # the copy bandwidth rsd bench uses
+
 SETTINGS = {"default": dict(width=500, depth=20, gain=1.0, lr=0.005),
             "narrow": dict(width=50, depth=20, gain=1.05, lr=0.005)}
-
-
-def memory_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
-    """B in bytes/s: best of ``repeats`` copies of a large float32 array (read + write)."""
-    n = megabytes * 2**20 // 4
-    src = np.ones(n, np.float32)
-    dst = np.empty_like(src)
-    np.copyto(dst, src)
-    best = min(_timed(lambda: np.copyto(dst, src)) for _ in range(repeats))
-    return 2 * src.nbytes / best
 
 
 def _timed(fn):

@@ -28,3 +28,16 @@ def assert_close(actual, expected, *, rtol=1e-7, atol=0.0, err_msg=""):
 def relative_error(actual, expected):
     actual, expected = np.asarray(actual), np.asarray(expected)
     return np.max(np.abs(actual - expected) / np.maximum(np.abs(expected), 1e-300))
+
+
+def setting_pair(setting):
+    """The two points (x, y*) of a two-point ``Setting`` (its dx2, dy2 and dimensions)."""
+    from rsd import data
+
+    return data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim,
+                           out_dim=setting.out_dim)
+
+
+def run_records(run):
+    """A training ``Run``'s per-step records as numpy arrays, by name."""
+    return {k: np.asarray(getattr(run, k)) for k in ("h", "y", "w", "loss", "status")}

@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 
 from rsd import data, training
+
+from .helpers import run_records as _records
+from .helpers import setting_pair as _pair
 from rsd.training import _engine
 
 
@@ -22,13 +25,6 @@ def _setting(**kw):
         **{"steps": 12, "width": 8, "depth": 4, "layers": (2,), **kw})
 
 
-def _pair(setting):
-    return data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim,
-                           out_dim=setting.out_dim)
-
-
-def _records(run):
-    return {k: np.asarray(getattr(run, k)) for k in ("h", "y", "w", "loss", "status")}
 
 
 def _mlp_params(width, depth, in_dim=1, out_dim=1):

@@ -15,7 +15,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from rsd import data, training
+from rsd import training
+
+from .helpers import run_records as _records
+from .helpers import setting_pair as _pair
 
 
 def _setting(**kw):
@@ -23,13 +26,6 @@ def _setting(**kw):
         **{"steps": 40, "width": 8, "depth": 4, "layers": (2,), **kw})
 
 
-def _pair(setting):
-    return data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim,
-                           out_dim=setting.out_dim)
-
-
-def _records(run):
-    return {k: np.asarray(getattr(run, k)) for k in ("h", "y", "w", "loss", "status")}
 
 
 @pytest.mark.parametrize("stop_loss", [None, 0.3])

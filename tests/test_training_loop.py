@@ -12,17 +12,15 @@ import numpy as np
 import optax
 import pytest
 
-from rsd import data, training
+from rsd import training
 from rsd.training import Status, Trainer
+
+from .helpers import setting_pair as _pair
 
 
 def _narrow(**kw):
     return training.Setting.from_paper("2_points", "narrow").replace(
         **{"steps": 30, "width": 8, "depth": 4, "layers": (2,), **kw})
-
-
-def _pair(s):
-    return data.two_points(s.dx2, s.dy2, in_dim=s.in_dim, out_dim=s.out_dim)
 
 
 def _scan(trainer, state, steps):

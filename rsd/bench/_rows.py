@@ -19,6 +19,8 @@ import time
 import numpy as np
 
 from ._core import best_of, first_and_best, memory_bandwidth, result, timed
+# The numpy field and stop rule of the scipy baselines: one definition, with the fits'.
+from ._scipy_fit import numpy_floor, three_d_field
 
 T_END = 6000.0  # training steps: the length of the paper's two-point runs
 N_SAVE_MIXED = 61
@@ -95,28 +97,6 @@ def sample_mixed(n: int, seed: int = 0, singular_share: float = 1e-3):
     return np.stack([h0, y0, w0], -1), eta_h, eta_y, dx2, dy2
 
 
-def numpy_field(t, z, eta_h, eta_y, dx2, dy2):
-    """The 3-D theory's vector field d(h, y, w)/dt in numpy (DESIGN.md §1), for scipy."""
-    h, y, w = z
-    a = eta_h * dx2
-    return np.array([
-        -a * w,
-        -w * (eta_y * h + a * y / h),
-        -0.5 * eta_y * (3 * w - y + dy2) * h - 0.5 * a * (y + w) * w / h,
-    ])
-
-
-def numpy_floor(z0, p, h_floor: float = 1e-6) -> float:
-    """rsd's stop rule in numpy: stop where h < h_floor·min(h0, h∞) (h0 when h∞ = 0)."""
-    eta_h, eta_y, dx2, dy2 = p
-    h0, y0 = z0[0], z0[1]
-    k = eta_h * dx2 / eta_y
-    c = h0 - k * y0 / h0
-    root = np.sqrt(0.25 * c * c + k * dy2)
-    h_inf = 0.5 * c + root if c >= 0 else k * dy2 / (root - 0.5 * c)
-    return h_floor * (min(h0, h_inf) if h_inf > 0 else h0)
-
-
 def scipy_solve(z0, p, ts, method, rtol, atol, floor):
     """One trajectory by ``solve_ivp`` saved at ``ts``, stopped (a terminal event) where
     h < ``floor``; (zs [len(ts), 3] with nan after a stop, stopped?)."""
@@ -126,7 +106,7 @@ def scipy_solve(z0, p, ts, method, rtol, atol, floor):
         return z[0] - floor
 
     event.terminal = True
-    sol = solve_ivp(numpy_field, (ts[0], ts[-1]), z0, method=method, t_eval=ts, args=p,
+    sol = solve_ivp(three_d_field, (ts[0], ts[-1]), z0, method=method, t_eval=ts, args=p,
                     rtol=rtol, atol=atol, events=event)
     zs = np.full((len(ts), 3), np.nan)
     zs[: sol.y.shape[1]] = sol.y.T
@@ -266,7 +246,7 @@ def synthetic_trajectories(n: int, steps: int, seed: int = 0, noise: float = 1e-
     ts = np.arange(steps, dtype=np.float64)
     zs = np.empty((n, steps, 3))
     for i in range(n):
-        sol = solve_ivp(numpy_field, (ts[0], ts[-1]), [h0[i], y0[i], w0[i]], method="DOP853",
+        sol = solve_ivp(three_d_field, (ts[0], ts[-1]), [h0[i], y0[i], w0[i]], method="DOP853",
                         t_eval=ts, args=(eta_h[i], eta_y[i], FIT_DX2, FIT_DY2),
                         rtol=1e-10, atol=1e-12)
         if not sol.success or sol.y.shape[1] != steps:

@@ -30,6 +30,7 @@ import numpy as np
 
 __all__ = [
     "three_d_field",
+    "numpy_floor",
     "scipy_objective",
     "paper_fit",
     "reference_loss",
@@ -50,8 +51,20 @@ def three_d_field(t, z, eta_h, eta_y, dx2, dy2):
     dw/dt = −½·η_y·(3w − y + dy2)·h − ½·η_h·dx2·(y + w)·w/h."""
     h, y, w = z
     a = eta_h * dx2
-    return [-a * w, -w * (eta_y * h + a * y / h),
-            -0.5 * eta_y * (3 * w - y + dy2) * h - 0.5 * a * (y + w) * w / h]
+    return np.array([-a * w, -w * (eta_y * h + a * y / h),
+                     -0.5 * eta_y * (3 * w - y + dy2) * h - 0.5 * a * (y + w) * w / h])
+
+
+def numpy_floor(z0, p, h_floor: float = 1e-6) -> float:
+    """rsd's stop rule in numpy: stop where h < h_floor·min(h0, h∞) (h0 when h∞ = 0);
+    ``p`` = (η_h, η_y, dx2, dy2)."""
+    eta_h, eta_y, dx2, dy2 = p
+    h0, y0 = z0[0], z0[1]
+    k = eta_h * dx2 / eta_y
+    c = h0 - k * y0 / h0
+    root = np.sqrt(0.25 * c * c + k * dy2)
+    h_inf = 0.5 * c + root if c >= 0 else k * dy2 / (root - 0.5 * c)
+    return h_floor * (min(h0, h_inf) if h_inf > 0 else h0)
 
 
 def scipy_objective(log_rates, data, ts, dx2, dy2, method="LSODA", rtol=1e-6, atol=1e-9):
@@ -123,11 +136,7 @@ def _solve(rates, z0, ts, dx2, dy2, *, rtol, atol, max_steps, h_floor, sensitivi
     from scipy.integrate import RK45
 
     eta_h, eta_y = rates
-    h0, y0 = z0[0], z0[1]
-    k = eta_h * dx2 / eta_y
-    c = h0 - k * y0 / h0
-    h_inf = 0.5 * c + np.sqrt(0.25 * c * c + k * dy2)
-    floor = h_floor * (min(h0, h_inf) if h_inf > 0 else h0)
+    floor = numpy_floor(z0, (eta_h, eta_y, dx2, dy2), h_floor)
 
     if sensitivities:
         def fun(t, u):

@@ -102,8 +102,8 @@ def structure_prediction(x, y, *, rows=None):
     With raw pixels exp(−A) is the same-label indicator, so P[i, j] sums A over the
     pairs of i's class and j's class.
 
-    ``rows`` (integer indices into 0..n−1) returns only P[rows][:, rows] =
-    exp(−A)[rows] · A · exp(−A)[:, rows], [len(rows), len(rows)], without forming P or
+    ``rows`` (integer indices into 0..n−1) returns only ``P[rows][:, rows] =
+    exp(−A)[rows] · A · exp(−A)[:, rows]``, [len(rows), len(rows)], without forming P or
     A: A is built ``256`` rows at a time, so memory is O((len(rows) + 256)·n) and
     time O(len(rows)·n·(n + d)). ``rows=None`` means all rows (O(n³) time).
 

@@ -72,8 +72,9 @@ def predicted_rates(
         network: an :class:`rsd.networks.Network`.
         params: ONE parameter set (as ``network.init`` returns). Batch over seeds with
             ``jax.vmap(lambda p: predicted_rates(network, p, x, y, layer=k, lr=lr))``.
-        x, y: the training batch [n, in_dim], [n, out_dim] (n ≥ 2) whose loss the
-            step descends; the pair is (x[i], x[j]) for ``pair = (i, j)``.
+        x: the training inputs [n, in_dim] (n ≥ 2) whose loss the step descends;
+            the pair is ``(x[i], x[j])`` for ``pair = (i, j)``.
+        y: the training targets [n, out_dim].
         layer: rsd hidden record, 0 … ``network.num_hidden − 1``.
         lr: SGD learning rate (> 0): the step is δθ = −lr·∇L. Rates are per step.
         update: instead of ``lr``, the step δθ itself (a pytree like ``params``), e.g.

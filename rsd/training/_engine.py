@@ -161,10 +161,11 @@ def train(
     optax SGD/Adam for ``setting.steps`` steps (full batch, or reshuffled minibatches).
 
     Args:
-        x, y: training data, shared by all seeds: [n, in_dim], [n, out_dim]; or one
-            data set per seed: [S, n, in_dim], [S, n, out_dim] with S = len(seeds)
-            (seed ``seeds[s]`` trains on x[s], y[s]; each of x, y may be shared or per
-            seed). All data sets go through the same compiled program.
+        x: training inputs, shared by all seeds: [n, in_dim]; or one data set per
+            seed: [S, n, in_dim] with S = len(seeds) (seed ``seeds[s]`` trains on
+            ``x[s], y[s]``; each of x, y may be shared or per seed). All data sets go
+            through the same compiled program.
+        y: training targets, [n, out_dim] or [S, n, out_dim], like ``x``.
         seeds: 1-D non-negative integers; seed s uses ``fold_in(root_key, s)``, split
             into three keys ``(k_init, k_order, k_dropout) = split(fold_in(root_key, s), 3)``:
             the random initialization, the minibatch order (epoch e visits the data in
@@ -209,12 +210,13 @@ def train(
             (``Run.record_steps``); steps between records evaluate only their minibatch
             (no full-data pass), so a large k makes minibatch training on large data
             sets cheap. k = 1 (the default) records every step.
-        lr, gain: hyperparameters as data: None (``setting.lr``, ``setting.gain``), a
-            number, or one value per seed [S] (lr finite > 0, gain finite > 0). Seeds with
-            different learning rates share one compiled program; a gain acts through the
-            initialization alone (one small program per distinct gain). Seed s with
-            ``lr[s]``, ``gain[s]`` gives the result of ``setting.replace(lr=lr[s],
-            gain=gain[s])`` to float32 round-off.
+        lr: the learning rate as data: None (``setting.lr``), a number, or one value
+            per seed [S] (finite > 0). Seeds with different learning rates share one
+            compiled program. Seed s with ``lr[s]``, ``gain[s]`` gives the result of
+            ``setting.replace(lr=lr[s], gain=gain[s])`` to float32 round-off.
+        gain: the initialization gain as data, like ``lr``: None (``setting.gain``), a
+            number or one value per seed [S] (finite > 0). A gain acts through the
+            initialization alone (one small program per distinct gain).
         optimizer: None (``setting.optimizer`` by name, :func:`named_optimizer`), or any
             ``optax.GradientTransformation``, used as given. To take ``lr`` (per seed),
             it must carry an injected learning rate (``optax.inject_hyperparams``, e.g.

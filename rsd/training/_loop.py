@@ -61,7 +61,8 @@ class Trainer:
     Args:
         setting: the :class:`Setting` (architecture, optimizer by name, lr, batch size,
             loss; ``setting.steps`` is not used: the caller decides how many steps).
-        x, y: the training data, shared by every seed.
+        x: the training inputs [n, in_dim], shared by every seed.
+        y: the training targets [n, out_dim], shared by every seed.
         pair: the two points whose h, y, w ``step`` records.
         layers: hidden layers whose h is recorded (default ``setting.layers``, else all).
         optimizer: None (``setting.optimizer`` by name with an injected learning rate,

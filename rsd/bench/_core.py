@@ -157,7 +157,14 @@ def _cells(res: dict) -> list[str]:
 
 
 def format_table(results: list[dict]) -> str:
-    """The results as one Markdown table (the columns of ``COLUMNS``)."""
+    """The results as one Markdown table (the columns of ``COLUMNS``).
+
+    Args:
+        results: the list of row dicts that :func:`rsd.bench.run` returns.
+
+    Returns:
+        The table as text, one line per result, as ``rsd bench`` prints it.
+    """
     lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |",
              "|" + "|".join("---" for _ in COLUMNS) + "|"]
     for res in results:

@@ -1,6 +1,6 @@
 """scipy baselines of the rate fits, independent of rsd's JAX code.
 
-Two procedures fit (η_h, η_y) of the 3-D theory (DESIGN.md §1) to one trajectory
+Two procedures fit (η_h, η_y) of the 3-D theory (``rsd.theory.vector_field``) to one trajectory
 z(t) = (h, y, w) at the times ``ts`` (training steps), both minimising the paper's
 objective L = Σ_t ||z(t) − ẑ(t)||² over every recorded step:
 
@@ -46,7 +46,7 @@ SAME_ALGORITHM = dict(grid_points=7, grid_decades=1.5, grid_max_steps=256, num_f
 
 
 def three_d_field(t, z, eta_h, eta_y, dx2, dy2):
-    """d(h, y, w)/dt of the 3-D theory (DESIGN.md §1), written out in Python floats:
+    """d(h, y, w)/dt of the 3-D theory (``rsd.theory.vector_field``), written out in Python floats:
     dh/dt = −η_h·dx2·w, dy/dt = −w·(η_y·h + η_h·dx2·y/h),
     dw/dt = −½·η_y·(3w − y + dy2)·h − ½·η_h·dx2·(y + w)·w/h."""
     h, y, w = z

@@ -1,7 +1,7 @@
 """The PyTorch baseline of the training benchmark: many seeds batched the way a PyTorch
 user would batch them, not one seed after another.
 
-The network is the two-point MLP of DESIGN.md §2 (Xavier-normal weights with gain,
+The network is the paper's two-point MLP (Xavier-normal weights with gain,
 zero biases, an activation after every hidden layer, PyTorch's own derivative
 convention at 0), trained full batch on the two points by plain SGD on the loss
 ½·mean((ŷ − y*)²) of each seed. The S seeds' weights are stacked into tensors
@@ -53,7 +53,7 @@ def _activation(torch, name):
 
 
 def _two_points(dx2, dy2, in_dim, out_dim):
-    """x [2, in_dim], y* [2, out_dim] of DESIGN.md §2 in float64 (rounded once to float32 later)."""
+    """x [2, in_dim], y* [2, out_dim] as ``rsd.data.two_points`` places them, in float64 (rounded once to float32 later)."""
     x = np.array([[-1.0] * in_dim, [-1.0 + np.sqrt(dx2)] * in_dim]) / np.sqrt(in_dim)
     y = np.array([[0.6] * out_dim, [0.6 + np.sqrt(dy2)] * out_dim]) / np.sqrt(out_dim)
     return x, y
@@ -213,7 +213,7 @@ def torch_train_records(init_layers, steps: int, *, lr: float, activation: str =
     ``init_layers``: one (W [S, in, out], b [S, out]) pair of numpy arrays per linear
     layer, in rsd's layout (``x @ W + b``; PyTorch's ``weight`` is Wᵀ). ``layers``:
     hidden layers whose h is recorded (default all). Full-batch SGD at ``lr`` on
-    ½·mean((ŷ − y*)²) per seed, the two points of DESIGN.md §2 for ``dx2``, ``dy2``.
+    ½·mean((ŷ − y*)²) per seed, the two points of ``rsd.data.two_points`` for ``dx2``, ``dy2``.
     ``variant``: "bmm" or "vmap" (module docstring). ``threads``: torch's intra-op
     threads while training (default: leave as is).
 

@@ -40,8 +40,13 @@ __all__ = [
 ]
 
 MNIST_MEAN = 0.1307
+"""Mean pixel value of the MNIST training images on the 0–1 scale; normalized pixels
+are (x/255 − MNIST_MEAN)/MNIST_STD."""
 MNIST_STD = 0.3081
+"""Standard deviation of the MNIST training pixels on the 0–1 scale (see ``MNIST_MEAN``)."""
 MNIST_DIR_ENV = "RSD_MNIST_DIR"
+"""The environment variable naming the folder of the MNIST IDX files (see
+:func:`mnist_directory`)."""
 _N_CLASSES = 10
 
 # IDX type codes (third magic byte) and their big-endian numpy types.

@@ -59,7 +59,7 @@ def _check_size(names, values):
 
 
 def two_points(dx2, dy2, *, in_dim: int = 1, out_dim: int = 1, dtype=None):
-    """Two training points with ||x2 − x1||² = dx2 and ||y2* − y1*||² = dy2 (DESIGN.md §2).
+    """Two training points with ||x2 − x1||² = dx2 and ||y2* − y1*||² = dy2, placed as in the reference code.
 
     x1 = −1/sqrt(d_in)·1, x2 = (−1 + sqrt(dx2))/sqrt(d_in)·1; y1* = 0.6/sqrt(d_out)·1,
     y2* = (0.6 + sqrt(dy2))/sqrt(d_out)·1. Returns (x [2, in_dim], y [2, out_dim]).

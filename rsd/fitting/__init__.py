@@ -1,4 +1,4 @@
-"""Fits of the effective theory's rates to recorded trajectories (DESIGN.md §1).
+"""Fits of the effective theory's rates to recorded trajectories.
 
 (η_h, η_y) by least squares of (h, y, w) over every step through a diffrax solve;
 η_ȳ from the loss curve; mean and bootstrap spread of rates over seeds.

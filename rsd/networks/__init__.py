@@ -1,4 +1,4 @@
-"""Real networks of DESIGN.md §2 (MLP, ResNet, CNN, dropout MLP) as pure init/apply pairs.
+"""The paper's real networks (MLP, ResNet, CNN, dropout MLP) as pure init/apply pairs.
 
 Flax stays inside this package: ``make_network(...)`` returns a frozen ``Network`` whose
 ``init(key)`` gives a plain parameter pytree and whose ``apply(params, x)`` gives

@@ -2,7 +2,7 @@
 
 The two-point experiments put the second input at exactly 0 and start every bias
 at 0, so at step 0 every pre-activation of that input is exactly 0 and the
-derivative *at* 0 decides its early dynamics (DESIGN.md §2). PyTorch counts only
+derivative *at* 0 decides its early dynamics. PyTorch counts only
 x > 0 as positive: relu'(0) = 0, leaky_relu'(0) = 0.01. ``jax.nn.leaky_relu``
 uses x >= 0 (slope 1 at 0), so it is not used here. Like PyTorch's, every activation
 maps NaN to NaN (a non-finite pre-activation must stay visible to the divergence check).
@@ -18,7 +18,10 @@ from .._validation import check_choice
 __all__ = ["ACTIVATIONS", "LEAKY_RELU_SLOPE", "activation"]
 
 ACTIVATIONS = ("none", "linear", "relu", "leaky_relu", "tanh", "elu", "silu")
+"""The activation names :func:`activation` accepts ("none" and "linear" are both the
+identity; "silu" is swish)."""
 LEAKY_RELU_SLOPE = 0.01
+"""Slope of "leaky_relu" for negative inputs, φ(x) = 0.01·x there (PyTorch's default)."""
 
 
 def _identity(x):
@@ -65,6 +68,16 @@ _FUNCTIONS = {
 
 
 def activation(name: str):
-    """The elementwise function called ``name`` (one of ``ACTIVATIONS``; "none" = "linear" = identity)."""
+    """The elementwise function called ``name`` (one of ``ACTIVATIONS``; "none" = "linear" = identity).
+
+    Derivatives at 0 follow PyTorch (relu'(0) = 0, leaky_relu'(0) = ``LEAKY_RELU_SLOPE``).
+
+    Args:
+        name: an activation name from ``ACTIVATIONS``.
+
+    Returns:
+        A function φ mapping an array to an array of the same shape, elementwise.
+        An unknown name raises ``ValueError``.
+    """
     check_choice("activation", name, ACTIVATIONS)
     return _FUNCTIONS[name]

@@ -1,4 +1,4 @@
-"""The Flax modules behind ``Network`` (DESIGN.md §2); nothing outside rsd.networks sees them.
+"""The Flax modules behind ``Network``; nothing outside rsd.networks sees them.
 
 Every parametrized module is named ``layer_<n>`` in forward order, so the thin layer in
 ``_network.py`` can turn Flax's parameter dict into a tuple of ``{"kernel", "bias"}``
@@ -57,8 +57,8 @@ def dense(x, kernel, bias, precision=None):
     broadcasts and multiplies, which XLA fuses into the elementwise optimizer update
     (W − lr·g reads and writes W once, and g is never stored). As a dot, g is
     materialized (in the transposed layout) and read back by the update: one more
-    pass over every weight per step, the costliest thing in a memory-bound step
-    (DESIGN.md §4). The two forms differ by float32 round-off only.
+    pass over every weight per step, the costliest thing in a memory-bound step.
+    The two forms differ by float32 round-off only.
     """
     z = _matmul(x, kernel, precision)
     return z + jnp.reshape(bias, (1,) * (z.ndim - 1) + (-1,))

@@ -27,7 +27,11 @@ from ._architectures import CONV_CHANNELS, CONV_KERNEL, ConvNet, DenseStack
 __all__ = ["ARCHITECTURES", "PRECISIONS", "Network", "make_network"]
 
 ARCHITECTURES = ("mlp", "resnet", "cnn", "dropout")
+"""The architecture names ``make_network`` accepts: multilayer perceptron, residual
+network, convolutional network and MLP with dropout."""
 PRECISIONS = ("default", "high", "highest")
+"""Matmul/convolution precisions ``make_network`` accepts (``jax.lax.Precision``
+DEFAULT, HIGH, HIGHEST)."""
 _PRECISION = {
     "default": jax.lax.Precision.DEFAULT,
     "high": jax.lax.Precision.HIGH,
@@ -38,7 +42,7 @@ _MAX_ELEMENTS = np.iinfo(np.int64).max // 8
 
 
 class Network(eqx.Module):
-    """An architecture of DESIGN.md §2; build it with ``make_network``.
+    """One of the paper's architectures, as a pure init/apply pair; build it with ``make_network``.
 
     ``init(key) -> params`` and ``apply(params, x) -> (output [batch, out_dim], hiddens)``
     are pure and jit/vmap/grad friendly. ``hiddens[i]`` is hidden record i, after its

@@ -30,10 +30,14 @@ __all__ = ["Cell", "Group", "Chunk", "Plan", "ChunkEstimate", "make_plan", "desc
 
 # Setting fields that vary per element inside one compiled program.
 DATA_FIELDS = Setting.HYPERPARAMETERS
+"""The ``Setting`` fields that are data to one compiled program (lr, gain, dx2, dy2):
+cells that differ only in them share a group."""
 # Assumed memory bandwidth of the time estimate (bytes/s): training a small network on
 # two points is memory-bound, each step streams every parameter about four times
 # (forward, backward, read and write of the update: 16 bytes per float32 parameter).
 ASSUMED_BANDWIDTH = 10e9
+"""Memory bandwidth (bytes per second) assumed by the time estimate of
+:func:`estimate_chunk` and ``rsd sweep --dry-run``."""
 _PASSES = 4
 
 

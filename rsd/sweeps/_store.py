@@ -33,8 +33,14 @@ import numpy as np
 __all__ = ["read_results", "read_manifest", "MANIFEST", "RESULTS", "TRAJECTORIES"]
 
 MANIFEST = "manifest.json"
+"""Name of the sweep folder's manifest: the canonical spec, its hash, the versions and
+the finished chunks (JSON)."""
 RESULTS = "results.parquet"
+"""Name of the sweep folder's Parquet dataset folder, one ``part-<chunk>.parquet`` per
+finished chunk (read it with :func:`read_results`)."""
 TRAJECTORIES = "trajectories.zarr"
+"""Name of the sweep folder's Zarr store of full h, y, w and loss series (only with
+``[record] trajectories = true``)."""
 LOCK = ".lock"
 FORMAT = 1
 _PART = re.compile(r"^part-(\d{6,})\.parquet$")
@@ -45,7 +51,16 @@ def part_name(chunk: int) -> str:
 
 
 def read_manifest(out) -> dict | None:
-    """The manifest of the sweep in ``out`` (None when there is none)."""
+    """The manifest of the sweep in ``out`` (None when there is none).
+
+    Args:
+        out: the sweep's folder.
+
+    Returns:
+        The parsed ``manifest.json``: the canonical spec, its ``spec_hash``, the versions
+        of rsd, jax and jaxlib, the plan's size and the finished chunks; None when the
+        folder holds no manifest. A manifest that is not valid JSON raises ``ValueError``.
+    """
     path = Path(out) / MANIFEST
     if not path.exists():
         return None

@@ -1,4 +1,4 @@
-"""The 3-D effective theory (DESIGN.md §1): vector field, invariant, end states, loss.
+"""The 3-D effective theory: vector field, invariant, end states, loss.
 
 State z = (h, y, w) on the last axis; time is measured in training steps.
 """
@@ -60,7 +60,7 @@ def _terms(z, args):
             -0.5 * eta_y * (3.0 * w - y + dy2) * h, -0.5 * a * (y + w) * w / h)
 
 
-# The paper's "alternatives" experiment (DESIGN.md §6): four fields that differ from
+# The paper's "alternatives" experiment: four fields that differ from
 # the theory in one term each, fitted to the same trajectories as the true one.
 
 def vector_field_dy_doubled(t, z, args):
@@ -114,7 +114,7 @@ perturbed_vector_fields = {
     "dy_eta_h_dropped": vector_field_dy_eta_h_dropped,
 }
 """The four alternatives of the paper's "alternatives" experiment, name → field
-(numbered (1)–(4) in DESIGN.md §6), each with :func:`vector_field`'s signature."""
+(numbered (1)–(4) as in the paper's list), each with :func:`vector_field`'s signature."""
 
 
 def invariant(z, eta_h, eta_y, dx2):
@@ -122,6 +122,18 @@ def invariant(z, eta_h, eta_y, dx2):
 
     ``z`` [..., 3] = (h, y, w) finite with h > 0 and y >= 0; rates and dx2 finite and > 0,
     broadcasting against z's leading shape (checked on the host).
+
+    Args:
+        z: states (h, y, w) on the last axis, [..., 3].
+        eta_h: encoder rate η_h per training step, > 0.
+        eta_y: decoder rate η_y per training step, > 0.
+        dx2: squared input distance of the pair, > 0.
+
+    Returns:
+        C [...], in units of h. Raises ``ValueError`` naming an invalid argument.
+
+    Example:
+        ``invariant(sol.zs, 2e-3, 1e-3, 1.0)`` is constant along a solved trajectory.
     """
     z = as_array("z", z)
     eta_h, eta_y, dx2 = as_array("eta_h", eta_h), as_array("eta_y", eta_y), as_array("dx2", dx2)
@@ -140,7 +152,23 @@ def final_distance(h0, y0, eta_h, eta_y, dx2, dy2):
     """h∞ = C/2 + sqrt(C²/4 + k·dy2), k = η_h·dx2/η_y: the end state at a perfect fit.
 
     Written as k·dy2 / (sqrt(C²/4 + k·dy2) - C/2) when C < 0 so that the lazy
-    limit with a large negative C loses no digits.
+    limit with a large negative C loses no digits. C = h0 − k·y0/h0 is the
+    :func:`invariant` at the start; all arguments broadcast together.
+
+    Args:
+        h0: initial squared representational distance h(0), > 0.
+        y0: initial squared output distance y(0), >= 0.
+        eta_h: encoder rate η_h per training step, > 0.
+        eta_y: decoder rate η_y per training step, > 0.
+        dx2: squared input distance of the pair, > 0.
+        dy2: squared target distance of the pair, >= 0.
+
+    Returns:
+        h∞, the squared representational distance once y = dy2 and w = 0 (units of h).
+        Raises ``ValueError`` naming an invalid argument.
+
+    Example:
+        ``final_distance(1e-4, 1e-6, 2e-3, 1e-3, 1.0, 0.5)`` ≈ 0.99 (rich regime).
     """
     h0, y0 = as_array("h0", h0), as_array("y0", y0)
     eta_h, eta_y, dx2, dy2 = _as_rates(eta_h, eta_y, dx2, dy2)
@@ -163,7 +191,20 @@ def _final_distance(h0, y0, eta_h, eta_y, dx2, dy2):
 
 
 def rich_limit(eta_h, eta_y, dx2, dy2):
-    """h∞ as h0, y0 → 0: sqrt(η_h/η_y·dx2·dy2), the geometric mean of input and output distance."""
+    """h∞ as h0, y0 → 0: sqrt(η_h/η_y·dx2·dy2), the geometric mean of input and output distance.
+
+    The end state of :func:`final_distance` when C → 0 (small initial weights): it
+    no longer depends on the initialization. Only the rate ratio η_h/η_y matters.
+
+    Args:
+        eta_h: encoder rate η_h per training step, > 0.
+        eta_y: decoder rate η_y per training step, > 0.
+        dx2: squared input distance, > 0.
+        dy2: squared target distance, >= 0.
+
+    Returns:
+        The rich-regime h∞ (units of h), the arguments' broadcast shape.
+    """
     eta_h, eta_y, dx2, dy2 = _as_rates(eta_h, eta_y, dx2, dy2)
     _check_rates(eta_h=eta_h, eta_y=eta_y, dx2=dx2, dy2=dy2)
     check_broadcast({"eta_h": eta_h.shape, "eta_y": eta_y.shape, "dx2": dx2.shape, "dy2": dy2.shape})
@@ -171,7 +212,16 @@ def rich_limit(eta_h, eta_y, dx2, dy2):
 
 
 def lazy_limit(h0):
-    """h∞ for large initial weights: the representation barely moves, h∞ ≈ h0."""
+    """h∞ for large initial weights: the representation barely moves, h∞ ≈ h0.
+
+    The limit of :func:`final_distance` when h0 ≫ sqrt(k·dy2), where C ≈ h0.
+
+    Args:
+        h0: initial squared representational distance, > 0.
+
+    Returns:
+        ``h0`` itself (checked and converted to an array).
+    """
     h0 = as_array("h0", h0)
     check_positive("h0", h0)
     return h0

@@ -79,4 +79,7 @@ PAPER_TABLES: dict[str, dict[str, PaperRow]] = {
         "trajectories": _row("MLP", "leaky_relu", 0.5, 0.003, 200, 4, 200, 2, 0, 0, 0, 0),
     },
 }
+"""The reference's settings tables as published: table name ("2_points", "xor",
+"orthogonal", "mnist") → row name → :class:`PaperRow`. :meth:`Setting.from_paper`
+converts a row to rsd's conventions."""
 # fmt: on

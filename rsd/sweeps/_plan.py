@@ -117,7 +117,12 @@ class Plan:
 
 
 def make_plan(spec: SweepSpec) -> Plan:
-    """Expand ``spec`` into validated cells, groups and chunks (module docstring).
+    """Expand ``spec`` into validated cells, groups and chunks; return the :class:`Plan`.
+
+    Cells are numbered in product order (the first grid key slowest), elements
+    (cell, seed) cell-major; cells that differ only in ``DATA_FIELDS`` share a group
+    (one compiled program), and each group's elements are cut into chunks of
+    ``spec.chunk_size``.
 
     Raises ValueError naming the grid values of a cell whose combination the
     ``Setting`` refuses, or whose recorded layers its network does not have, or that is
@@ -240,7 +245,9 @@ def estimate_chunk(plan: Plan, group: Group, elements: int | None = None) -> Chu
 
 
 def describe_plan(plan: Plan, *, num_processes: int = 1) -> str:
-    """The plan as text (what ``rsd sweep --dry-run`` prints)."""
+    """The plan as text (what ``rsd sweep --dry-run`` prints): the cells, the groups with
+    their per-chunk memory and time estimates (:func:`estimate_chunk`), and the chunks;
+    with ``num_processes`` > 1, which process takes which chunk."""
     spec = plan.spec
     keys = spec.grid_keys
     lines = [

@@ -124,7 +124,11 @@ class SweepSpec:
 
 
 def load_spec(path) -> SweepSpec:
-    """Read and validate the TOML sweep spec at ``path`` (see :func:`parse_spec`)."""
+    """Read and validate the TOML sweep spec at ``path`` (see :func:`parse_spec`).
+
+    Returns the :class:`SweepSpec`; a missing file, invalid TOML or an invalid spec
+    raises ``ValueError`` naming the file or the key.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"sweep spec {str(path)!r} is not a file.")
@@ -136,7 +140,8 @@ def load_spec(path) -> SweepSpec:
 
 
 def parse_spec(data: dict) -> SweepSpec:
-    """Validate a sweep spec given as the dict ``tomllib`` reads (layout: module docstring).
+    """Validate a sweep spec given as the dict ``tomllib`` reads (layout: the commented
+    example ``rsd/sweeps/examples/two_points.toml``); return the :class:`SweepSpec`.
 
     Raises ValueError naming the key for an unknown key at any level, a missing base,
     seeds that are not a count >= 1 or a list of distinct non-negative ints, an empty

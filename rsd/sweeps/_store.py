@@ -73,7 +73,11 @@ def read_manifest(out) -> dict | None:
 
 def read_results(out):
     """Every finished row of the sweep in ``out`` as one ``pyarrow.Table``, sorted by
-    (cell, seed). Raises ValueError when ``out`` holds no finished chunk yet."""
+    (cell, seed). Raises ValueError when ``out`` holds no finished chunk yet.
+
+    The columns are those of :func:`result_schema`; ``.to_pandas()`` gives a DataFrame.
+    Rows of chunks still running or never run are simply absent.
+    """
     import pyarrow.parquet as pq
 
     folder = Path(out) / RESULTS

@@ -40,6 +40,15 @@ def vector_field(t, z, args):
         dh/dt = -η_h·dx2·w
         dy/dt = -w·(η_y·h + η_h·dx2·y/h)
         dw/dt = -½·η_y·(3w - y + dy2)·h - ½·η_h·dx2·(y + w)·w/h
+
+    Args:
+        t: time in training steps (unused: the field is autonomous).
+        z: states (h, y, w) on the last axis, [..., 3], with h > 0.
+        args: (η_h, η_y per training step, dx2, dy2), each broadcasting against z[..., 0].
+
+    Returns:
+        dz/dt [..., 3], per training step. Unchecked (it runs inside solvers);
+        :func:`solve` checks its inputs.
     """
     del t
     eta_h, eta_y, dx2, dy2 = args
@@ -234,6 +243,10 @@ def loss_curve(ts, z, dy2, eta_mean, e0):
     the number of training steps since the start (``ts`` 1-D, finite, strictly
     increasing), and ``e0`` the mean-output error at t = 0. ``dy2``, ``eta_mean`` and
     ``e0`` broadcast against z's leading shape (checked on the host).
+
+    Returns:
+        L [..., len(ts)], the ½·MSE loss of the pair at each time, in squared output
+        units. ``eta_mean`` is η_ȳ per training step.
     """
     ts, z = as_array("ts", ts), as_array("z", z)
     dy2, eta_mean, e0 = as_array("dy2", dy2), as_array("eta_mean", eta_mean), as_array("e0", e0)

@@ -91,6 +91,16 @@ def linearized_vector_field(t, state, args):
     With args = (eta_h, eta_y, eta_mean, dx, dy_target, mean_target) and r = Dy·Dh·Δx − Δy*:
 
         dDh/dt = −½·η_h·Dyᵀ·r·Δxᵀ,   dDy/dt = −½·η_y·r·(Dh·Δx)ᵀ,   dȳ/dt = −η_ȳ·(ȳ − ȳ*)
+
+    Args:
+        t: time in training steps (unused).
+        state: a :class:`LinearizedState` of ONE pair: Dh [hidden, in], Dy [out, hidden],
+            ȳ [out] (vmap it for a batch).
+        args: the rates η_h, η_y, η_ȳ (per training step), Δx = x2 − x1 [in],
+            Δy* = y2* − y1* [out] and ȳ* = (y1* + y2*)/2 [out].
+
+    Returns:
+        The time derivative as a :class:`LinearizedState` of the same shapes.
     """
     del t
     eta_h, eta_y, eta_mean, dx, dy_target, mean_target = args
@@ -107,6 +117,15 @@ def linearized_observables(state, dx, dy_target, mean_target):
 
     The pair is rebuilt about its midpoint, φ_{1,2} = ∓½·Dh·Δx, ŷ_{1,2} = ȳ ∓ ½·Dy·Dh·Δx,
     y*_{1,2} = ȳ* ∓ ½·Δy*; leading axes of ``state`` (e.g. time) broadcast.
+
+    Args:
+        state: a :class:`LinearizedState`, e.g. ``LinearizedSolution.states``.
+        dx: Δx = x2 − x1 [..., in].
+        dy_target: Δy* = y2* − y1* [..., out].
+        mean_target: ȳ* = (y1* + y2*)/2 [..., out].
+
+    Returns:
+        (z [..., 3], e [...]), computed by :mod:`rsd.quantities`.
     """
     dx = jnp.asarray(dx)
     dy_target = jnp.asarray(dy_target)

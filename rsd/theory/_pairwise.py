@@ -192,6 +192,15 @@ def matrix_correlation(predicted, measured):
 
     The paper's figure of merit; NaN when either triangle is constant (undefined,
     as with numpy.corrcoef), with gradients kept finite.
+
+    Args:
+        predicted: an [n, n] matrix, e.g. :func:`predicted_distance_matrix`'s.
+        measured: an [n, n] matrix of the same shape, e.g. a trained network's
+            pairwise squared distances.
+
+    Returns:
+        The correlation r ∈ [−1, 1] (a 0-d array). Non-square, non-finite or
+        mismatched matrices raise ``ValueError`` naming the argument.
     """
     predicted, measured = as_array("predicted", predicted), as_array("measured", measured)
     for name, m in (("predicted", predicted), ("measured", measured)):

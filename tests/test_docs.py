@@ -5,6 +5,7 @@
 * Every ```python block of the docs pages and of README.md runs, each file's blocks in
   order in one namespace, in a scratch folder. A block is skipped when the line before
   its fence (blank lines aside) is ``<!-- skip-test -->``.
+* Every sweep spec shown in a ```toml block is valid.
 * ``mkdocs build --strict`` succeeds with no warning. It runs in a subprocess started
   when this module starts, alongside the examples, and is collected by the last test.
 """
@@ -34,6 +35,7 @@ BUILD_TIMEOUT_S = 600
 README_SKIPPED = frozenset({"import jax, numpy as np, optax"})
 
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
+TOML_FENCE = re.compile(r"^```toml[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 DIRECTIVE = re.compile(r"^:::[ \t]+(rsd(?:\.\w+)+)[ \t]*$", re.M)
 
 
@@ -102,6 +104,23 @@ def test_code_blocks_run(path, tmp_path, monkeypatch):
     namespace = {"__name__": "__docs_example__"}
     for line, code in code_blocks(path):
         exec(compile(code, f"{path.relative_to(ROOT)}:{line}", "exec"), namespace)  # noqa: S102
+
+
+def test_sweep_specs_in_the_docs_are_valid():
+    """Every ```toml block that is a sweep spec (it starts with ``base =``) parses and plans."""
+    import tomllib
+
+    from rsd import sweeps
+
+    specs = []
+    for page in _pages():
+        for match in TOML_FENCE.finditer(page.read_text(encoding="utf-8")):
+            if match.group(1).lstrip().startswith("base ="):
+                specs.append((page, match.group(1)))
+    assert specs
+    for page, text in specs:
+        plan = sweeps.make_plan(sweeps.parse_spec(tomllib.loads(text)))
+        assert plan.cells, page
 
 
 def test_site_builds_strictly(site_build):

@@ -5,6 +5,8 @@
 * Every ```python block of the docs pages and of README.md runs, each file's blocks in
   order in one namespace, in a scratch folder. A block is skipped when the line before
   its fence (blank lines aside) is ``<!-- skip-test -->``.
+* Every ```python block in the docstring of a public name (the "Example" sections the
+  API reference shows) runs, each in a fresh namespace.
 * Every sweep spec shown in a ```toml block is valid.
 * ``mkdocs build --strict`` succeeds with no warning. It runs in a subprocess started
   when this module starts, alongside the examples, and is collected by the last test.
@@ -17,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -36,6 +39,7 @@ README_SKIPPED = frozenset({"import jax, numpy as np, optax"})
 
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 TOML_FENCE = re.compile(r"^```toml[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
+INDENTED_FENCE = re.compile(r"^([ \t]*)```python[ \t]*\n(.*?)^\1```[ \t]*$", re.S | re.M)
 DIRECTIVE = re.compile(r"^:::[ \t]+(rsd(?:\.\w+)+)[ \t]*$", re.M)
 
 
@@ -104,6 +108,51 @@ def test_code_blocks_run(path, tmp_path, monkeypatch):
     namespace = {"__name__": "__docs_example__"}
     for line, code in code_blocks(path):
         exec(compile(code, f"{path.relative_to(ROOT)}:{line}", "exec"), namespace)  # noqa: S102
+
+
+def _docstring_examples():
+    """[(name, code)]: the ```python blocks in the docstrings of every public name of
+    rsd (and of the public methods of public classes), in the order of ``__all__``."""
+    import inspect
+
+    def methods(cls):
+        for attr, raw in vars(cls).items():
+            if not attr.startswith("_") and (inspect.isfunction(raw)
+                                             or isinstance(raw, (classmethod, staticmethod))):
+                yield attr, getattr(cls, attr)
+
+    found, seen = [], set()
+    for package in PACKAGES:
+        module = importlib.import_module(f"rsd.{package}")
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if not (inspect.isfunction(obj) or inspect.isclass(obj) or hasattr(obj, "__wrapped__")):
+                continue
+            targets = [(f"rsd.{package}.{name}", obj)]
+            if inspect.isclass(obj):
+                targets += [(f"rsd.{package}.{name}.{attr}", m) for attr, m in methods(obj)]
+            for label, target in targets:
+                doc = inspect.getdoc(target)
+                if not doc or id(target) in seen:
+                    continue
+                seen.add(id(target))
+                found += [(label, textwrap.dedent(m.group(2)))
+                          for m in INDENTED_FENCE.finditer(doc + "\n")]
+    return found
+
+
+DOCSTRING_EXAMPLES = _docstring_examples()
+
+
+def test_docstring_examples_are_found():
+    names = {name for name, _ in DOCSTRING_EXAMPLES}
+    assert {"rsd.theory.solve", "rsd.fitting.fit_rates", "rsd.training.Setting.from_paper"} <= names
+
+
+@pytest.mark.parametrize("name, code", DOCSTRING_EXAMPLES, ids=[n for n, _ in DOCSTRING_EXAMPLES])
+def test_docstring_examples_run(name, code, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, f"<docstring of {name}>", "exec"), {"__name__": "__docs_example__"})  # noqa: S102
 
 
 def test_sweep_specs_in_the_docs_are_valid():

@@ -66,6 +66,16 @@ def two_points(dx2, dy2, *, in_dim: int = 1, out_dim: int = 1, dtype=None):
     Concrete settings are computed in float64 and rounded once to ``dtype`` (default:
     JAX's default float), as the reference does; traced dx2/dy2 (under vmap) are
     computed in ``dtype`` directly.
+
+    Example:
+        ```python
+        import numpy as np
+        from rsd import data, quantities
+
+        x, y = data.two_points(1.0, 0.5, in_dim=3, out_dim=2)
+        assert np.isclose(quantities.squared_distance(x[0], x[1]), 1.0)
+        assert np.isclose(quantities.squared_distance(y[0], y[1]), 0.5)
+        ```
     """
     check_int_range("in_dim", in_dim, 1)
     check_int_range("out_dim", out_dim, 1)

@@ -439,6 +439,19 @@ def fit_rates(
     rates (checked at the data: the field at (0, 0) vanishes and at (2, 3) equals
     2A + 3B); a field that fails the check starts the grid at 1/(time span) for both
     rates (then widen ``grid_decades`` or pass ``init``).
+
+    Example:
+        ```python
+        from rsd import data, fitting, training
+
+        setting = training.Setting.from_paper("2_points", "narrow").replace(
+            width=16, depth=4, steps=1000, layers=(2,))
+        x, y = data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim,
+                               out_dim=setting.out_dim)
+        run = training.train(setting, x, y, seeds=range(4))    # h: [4, 1000, 1]
+        fit = fitting.fit_rates(run.h[..., 0], run.y, run.w, run.dx2, run.dy2)
+        print(fit.eta_h, fit.eta_y, fit.r2, fit.status)        # [4], [4], [4, 3], [4]
+        ```
     """
     data, ts, dx2_b, dy2_b, batch = _prepare(h, y, w, dx2, dy2, ts)
     check_int_range("grid_points", grid_points, 1)

@@ -323,7 +323,21 @@ def make_network(
     """Validate the settings on the host and return the ``Network``.
 
     ``precision`` is the matmul/conv precision; "highest" (default) keeps float32
-    products exact on accelerators (no TF32), as PyTorch's defaults do.
+    products exact on accelerators (no TF32), as PyTorch's defaults do. Invalid
+    settings raise ``ValueError`` naming the argument.
+
+    Example:
+        ```python
+        import jax
+        import jax.numpy as jnp
+        from rsd import networks
+
+        net = networks.make_network("mlp", activation="tanh", width=8, depth=3, gain=1.0,
+                                    in_dim=2, out_dim=1)
+        params = net.init(jax.random.key(0))
+        out, hiddens = net.apply(params, jnp.ones((5, 2)))   # out: [5, 1]
+        assert out.shape == (5, 1) and hiddens[0].shape == (5, 8)
+        ```
     """
     _check_name("architecture", architecture, ARCHITECTURES)
     _check_name("activation", activation, ACTIVATIONS)

@@ -128,6 +128,15 @@ def load_spec(path) -> SweepSpec:
 
     Returns the :class:`SweepSpec`; a missing file, invalid TOML or an invalid spec
     raises ``ValueError`` naming the file or the key.
+
+    Example:
+        ```python
+        from importlib.resources import files
+        from rsd import sweeps
+
+        spec = sweeps.load_spec(files("rsd.sweeps") / "examples" / "two_points.toml")
+        print(sweeps.describe_plan(sweeps.make_plan(spec)))   # what --dry-run prints
+        ```
     """
     path = Path(path)
     if not path.is_file():

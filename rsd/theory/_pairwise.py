@@ -55,6 +55,20 @@ def predicted_distance_matrix(dx2, dy2, h0, y0, eta_h, eta_y):
     * DY = 0: max(C, 0), the formula's value with no target separation;
     * H0 = 0: the limit h0 → 0⁺ at fixed y0, i.e. sqrt(η_h/η_y·DX·DY) (the rich
       limit) when Y0 = 0 and 0 when Y0 > 0.
+
+    Example:
+        ```python
+        import numpy as np
+        from rsd import data, quantities, theory
+
+        x, y = data.xor()
+        dx2 = np.asarray(quantities.pairwise_squared_distances(x))
+        dy2 = np.asarray(quantities.pairwise_squared_distances(y))
+        h_inf = theory.predicted_distance_matrix(dx2, dy2, 1e-4 * dx2, np.zeros((4, 4)),
+                                                 1e-3, 4e-2)
+        # from a small start, 00 and 11 (same target) stay close; other pairs separate
+        assert h_inf[0, 3] < 0.01 * h_inf[0, 1]
+        ```
     """
     dx2, dy2, h0, y0 = (as_array(name, a) for name, a in
                         (("dx2", dx2), ("dy2", dy2), ("h0", h0), ("y0", y0)))

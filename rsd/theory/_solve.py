@@ -150,6 +150,17 @@ def solve(
     ``adjoint``: how ``grad`` differentiates the solve (a diffrax adjoint; default
     ``RecursiveCheckpointAdjoint``, reverse mode). Pass ``diffrax.ForwardMode()`` to
     differentiate with ``jax.jvp``/``jax.jacfwd`` (cheaper for a few parameters).
+
+    Example:
+        ```python
+        import numpy as np
+        from rsd import theory
+
+        z0 = np.array([1e-4, 1e-6, 1e-6 - np.sqrt(1e-6 * 0.5)])   # (h, y, w) at step 0
+        ts = np.linspace(0, 20000, 201)                            # training steps
+        sol = theory.solve(z0, ts, eta_h=2e-3, eta_y=1e-3, dx2=1.0, dy2=0.5)
+        assert sol.status == theory.Status.OK and sol.zs.shape == (201, 3)
+        ```
     """
     z0, ts = as_array("z0", z0), as_array("ts", ts)
     eta_h, eta_y, dx2, dy2 = (as_array(name, p) for name, p in

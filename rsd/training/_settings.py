@@ -216,6 +216,15 @@ class Setting:
         run trains leaky_relu whatever the table says; MNIST and blob runs use
         shuffled minibatches of 64, so ``steps = n_epochs · ceil(n_train / 64)`` and
         ``n_train`` (the number of training points) is required there.
+
+        Example:
+            ```python
+            from rsd import training
+
+            s = training.Setting.from_paper("2_points", "narrow")
+            small = s.replace(width=16, depth=4, steps=1000, layers=(2,))  # validated copy
+            print(s.lr, s.steps, small)
+            ```
         """
         _check_name("table", table, tuple(PAPER_TABLES))
         _check_name("name", name, tuple(PAPER_TABLES[table]))

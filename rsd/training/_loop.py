@@ -68,14 +68,25 @@ class Trainer:
         optimizer: None (``setting.optimizer`` by name with an injected learning rate,
             :func:`named_optimizer`) or any ``optax.GradientTransformation``.
 
-    Example (64 seeds × 4 learning rates in one program)::
+    Example:
+        4 seeds × 2 learning rates in one program, 100 steps scanned by hand:
 
-        trainer = Trainer(setting, x, y)
-        seeds, lrs = jnp.meshgrid(jnp.arange(64), jnp.asarray([1e-3, 3e-3, 1e-2, 3e-2]))
+        ```python
+        import jax
+        import jax.numpy as jnp
+        from rsd import data, training
+
+        setting = training.Setting.from_paper("2_points", "narrow").replace(
+            width=16, depth=4, layers=(2,))
+        x, y = data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim,
+                               out_dim=setting.out_dim)
+        trainer = training.Trainer(setting, x, y)
+        seeds, lrs = jnp.meshgrid(jnp.arange(4), jnp.asarray([5e-3, 1e-2]))
         state = jax.vmap(trainer.init)(seeds.ravel(), lrs.ravel())
-        run = jax.jit(jax.vmap(lambda s: jax.lax.scan(lambda c, _: trainer.step(c), s,
-                                                      length=1000)))
-        state, records = run(state)   # records["h"]: [256, 1000, K]
+        scan = lambda s: jax.lax.scan(lambda c, _: trainer.step(c), s, length=100)
+        state, records = jax.jit(jax.vmap(scan))(state)
+        assert records["h"].shape == (8, 100, 1)      # [seeds × lrs, steps, layers]
+        ```
     """
 
     def __init__(self, setting: Setting, x, y, *, pair=(0, 1), layers=None,

@@ -1,5 +1,7 @@
 """MkDocs hooks for rsd's site (loaded by ``hooks:`` in mkdocs.yml).
 
+* Each notebook page (``tutorials/*.ipynb``, rendered by mkdocs-jupyter without being
+  executed) starts with a note saying so.
 * ``guides/cli.md`` gets the ``--help`` of ``rsd`` and of each subcommand, taken from
   ``rsd.cli.build_parser()`` while the site builds, so the page cannot drift from the
   command line.
@@ -12,7 +14,21 @@ import contextlib
 import os
 
 CLI_MARKER = "<!-- cli-reference -->"
+NOTEBOOK_NOTE = (
+    '<div class="admonition note"><p class="admonition-title">Shown without outputs</p>'
+    "<p>This notebook is rendered as committed, without running it while the site is "
+    "built. The test suite runs it from top to bottom at the tiny size; run it yourself "
+    "(download it with the button above, or open <code>notebooks/{name}</code>) for the "
+    "figures, with <code>QUICK = True</code> for CPU sizes.</p></div>\n")
 HELP_WIDTH = "88"
+
+
+def on_page_content(html, page, config, files):
+    if not page.file.src_uri.endswith(".ipynb"):
+        return html
+    note = NOTEBOOK_NOTE.format(name=page.file.src_uri.rpartition("/")[2])
+    head, found, rest = html.partition("</h1>")  # after the notebook's title, if it has one
+    return head + found + note + rest if found else note + html
 
 
 def on_page_markdown(markdown, page, config, files):

@@ -65,21 +65,23 @@ def _pages():
 @pytest.fixture(scope="module")
 def site_build(tmp_path_factory):
     """``mkdocs build --strict`` running in a subprocess: (the process, its site folder)."""
-    site = tmp_path_factory.mktemp("site")
+    folder = tmp_path_factory.mktemp("docs-build")
+    site, log = folder / "site", folder / "build.log"
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1", JAX_PLATFORMS="cpu")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    yield process, site
+    with open(log, "w") as out:  # a file, not a pipe: a long log never blocks the build
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    yield process, site, log
     if process.poll() is None:
         process.kill()
-        process.communicate()
+        process.wait()
 
 
 def test_the_site_build_starts(site_build):
     """The first test: it starts the build, which then runs alongside the examples below
     and is checked by the last test."""
-    process, _ = site_build
+    process, _, _ = site_build
     assert process.pid
 
 
@@ -179,13 +181,14 @@ def test_sweep_specs_in_the_docs_are_valid():
 
 
 def test_site_builds_strictly(site_build):
-    process, site = site_build
+    process, site, log = site_build
     try:
-        output, _ = process.communicate(timeout=BUILD_TIMEOUT_S)
+        process.wait(timeout=BUILD_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         process.kill()
-        output, _ = process.communicate()
-        pytest.fail(f"mkdocs build took over {BUILD_TIMEOUT_S} s:\n{output}")
+        process.wait()
+        pytest.fail(f"mkdocs build took over {BUILD_TIMEOUT_S} s:\n{log.read_text(errors='replace')}")
+    output = log.read_text(encoding="utf-8", errors="replace")
     warnings = [line for line in output.splitlines() if re.match(r"\s*(WARNING|ERROR)\b", line)]
     assert process.returncode == 0 and not warnings, output
     assert (site / "index.html").is_file()

@@ -77,7 +77,7 @@ class Trainer:
         from rsd import data, training
 
         setting = training.Setting.from_paper("2_points", "narrow").replace(
-            width=16, depth=4, layers=(2,))
+            width=16, depth=2, layers=(1,))
         x, y = data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim,
                                out_dim=setting.out_dim)
         trainer = training.Trainer(setting, x, y)

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 # What `rsd demo` runs: networks trained and fitted by the theory, then the theory alone.
 DEMO = ["two-point-fit", "theory-demo"]
@@ -28,9 +29,28 @@ def _size_flags(parser):
                        help="reduced sizes for a CPU, minutes (default)")
     group.add_argument("--paper", dest="size", action="store_const", const="paper",
                        help="the reference protocol's sizes (meant for an accelerator)")
-    group.add_argument("--size", dest="size", choices=("tiny", "quick", "paper"),
-                       help="tiny (seconds, a smoke test), quick or paper")
+    group.add_argument("--size", dest="size", choices=("tiny", "quick", "cpu", "paper"),
+                       help="tiny (seconds, a smoke test), quick, cpu (the paper's widths and step "
+                            "counts with fewer seeds, ~100 min on 2 cores) or paper")
     parser.set_defaults(size="quick")
+
+
+def _devices_flag(parser):
+    parser.add_argument("--devices", metavar="N|all",
+                        help="shard the networks' seed axis over the first N local devices or all "
+                             "of them (default: all with --paper, else one); results do not change")
+
+
+def _devices(args):
+    """--devices as train's argument: "all", an int, or None (one device); --paper means all."""
+    if args.devices is None:
+        return "all" if args.size == "paper" else None
+    if args.devices == "all":
+        return "all"
+    try:
+        return int(args.devices)
+    except ValueError:
+        raise ValueError(f"--devices must be a number of devices or 'all'; got {args.devices!r}.") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="change one setting of the experiment's Config (repeatable)")
     runp.add_argument("--out", default="rsd-out", help="folder for results (default: rsd-out)")
     runp.add_argument("--force", action="store_true", help="recompute a finished run")
+    _devices_flag(runp)
     rep = sub.add_parser("reproduce", help="run the paper's experiments and write report.md")
     _size_flags(rep)
     rep.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
@@ -55,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="change a setting of every experiment run (repeatable)")
     rep.add_argument("--out", default="rsd-out", help="folder for results (default: rsd-out)")
     rep.add_argument("--force", action="store_true", help="recompute finished experiments")
+    _devices_flag(rep)
+    rep.add_argument("--dry-run", action="store_true",
+                     help="print each experiment's networks, steps, memory and time estimate; train nothing")
+    rep.add_argument("--bandwidth", type=float, default=1e10, metavar="BYTES_PER_S",
+                     help="memory bandwidth for the dry run's floor (default 1e10; 4.8e12 for an H200)")
     sub.add_parser("list", help="list the experiments")
     sweep = sub.add_parser("sweep", help="run a grid of settings × seeds from a TOML spec (resumable)")
     sweep.add_argument("spec", help="the sweep spec (TOML; see rsd/sweeps/examples/two_points.toml)")
@@ -153,13 +179,36 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "run":
         outcome = experiments.run_experiment(args.name, size=args.size, overrides=args.overrides,
-                                             seeds=args.seeds, out=args.out, force=args.force)
+                                             seeds=args.seeds, out=args.out, force=args.force,
+                                             devices=_devices(args))
         _say_files(outcome)
         return 0
+    if args.dry_run:
+        text, _ = experiments.estimate_reproduction(args.only, size=args.size, overrides=args.overrides,
+                                                    bandwidth=args.bandwidth)
+        print(text)
+        return 0
     report, _ = experiments.reproduce(args.only, size=args.size, out=args.out, force=args.force,
-                                      overrides=args.overrides)
+                                      overrides=args.overrides, header=_report_header(args),
+                                      devices=_devices(args))
     print(f"report: {report}  (figures and data in {report.parent}/)")
     return 0
+
+
+def _report_header(args) -> str:
+    """The report's first lines: the command that made it and the machine it ran on."""
+    import platform
+
+    import jax
+
+    from . import __version__
+
+    command = "rsd " + " ".join(sys.argv[1:]) if sys.argv[1:] else "rsd reproduce"
+    device = jax.devices()[0]
+    return (f"Made by `{command}` with rsd {__version__}, jax {jax.__version__}, on "
+            f"{platform.machine()} {device.platform} ({os.cpu_count()} CPU cores, {len(jax.devices())} "
+            f"{device.platform} device{'s' if len(jax.devices()) > 1 else ''}), "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
 
 
 def _sweep(args) -> int:

@@ -66,8 +66,10 @@ def test_run_writes_the_folder_and_prints_summary(tmp_path, fake, capsys):
     assert cli.main(["run", "fake", "--out", str(tmp_path), "--set", "width=7", "--seeds", "3"]) == 0
     folder = tmp_path / "fake"
     assert (folder / "line.png").stat().st_size > 0
-    assert {p.name for p in folder.iterdir()} == {"line.png", "result.npz", "metrics.json", "config.json",
-                                                   "summary.txt"}
+    assert {p.name for p in folder.iterdir()} == {"line.png", "result.npz", "metrics.json", "metrics.csv",
+                                                   "config.json", "summary.txt"}
+    assert (folder / "metrics.csv").read_text().splitlines() == ["group,metric,value", "default,width,7",
+                                                                 ",total,14"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     out = capsys.readouterr().out
     assert "summary 7" in out and str(folder) in out
@@ -94,7 +96,48 @@ def test_reproduce_writes_report_and_metrics(tmp_path, fake, monkeypatch, capsys
     assert "report: " in capsys.readouterr().out
 
 
+def test_reproduce_report_opens_with_the_claims_table(tmp_path, fake, monkeypatch):
+    monkeypatch.setattr(experiments, "REPRODUCE", ("fake",))
+    assert cli.main(["reproduce", "--size", "tiny", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    head = report.split("## fake")[0]
+    assert "Made by `rsd " in head and "## The paper's claims" in head
+    from rsd.experiments import _claims
+
+    for claim in _claims.CLAIMS:  # no paper experiment ran: every claim is listed, not run
+        assert f"| {claim.number} | {claim.statement} |" in head
+    assert head.count("| not run |") == len(_claims.CLAIMS)
+    import json
+
+    assert json.loads((tmp_path / "metrics.json").read_text())["claims"] == {}
+
+
+def test_dry_run_trains_nothing_and_lists_every_experiment(tmp_path, capsys, monkeypatch):
+    from rsd import training
+
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("the dry run trained"))
+    assert cli.main(["reproduce", "--paper", "--dry-run", "--bandwidth", "4.8e12", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "4800 GB/s" in out
+    for name in experiments.REPRODUCE:
+        assert f"| {name} |" in out
+    assert not list(tmp_path.iterdir())
+
+
+def test_dry_run_floor_is_the_memory_traffic():
+    """The floor column: steps × networks × 16 bytes per parameter (SGD) over the bandwidth,
+    with the parameter count taken by hand for the default row's MLP (1 → 500, 19 × 500 → 500,
+    500 → 1, with biases)."""
+    _, estimates = experiments.estimate_reproduction(["depth"], size="paper", bandwidth=1e12)
+    (e,) = estimates
+    params = (1 * 500 + 500) + 19 * (500 * 500 + 500) + (500 * 1 + 1)
+    assert e.parameters == params
+    assert e.seconds_floor == pytest.approx(3000 * 1 * 16 * params / 1e12, rel=1e-9)
+    assert e.seed_steps == 3000 and e.networks == 1
+
+
 @pytest.mark.parametrize("args, message", [
+    (["reproduce", "--dry-run", "--bandwidth", "0"], "rsd: --bandwidth must be a positive number"),
     (["run", "fake", "--set", "width=-3"], "rsd: width must be an integer >= 1; got -3."),
     (["run", "fake", "--set", "depth=3"], "rsd: unknown setting 'depth' for this experiment; allowed: "
                                           "width, seeds, rows, scale."),

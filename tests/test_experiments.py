@@ -37,7 +37,7 @@ def _metrics(out, name):
 def test_report_lists_every_experiment_with_its_files(out):
     report = (out / "report.md").read_text()
     everything = json.loads((out / "metrics.json").read_text())
-    assert list(everything) == list(experiments.REPRODUCE)
+    assert list(everything) == [*experiments.REPRODUCE, "claims"]
     for name in experiments.REPRODUCE:
         assert f"## {name}" in report
         config = json.loads((out / name / "config.json").read_text())
@@ -47,6 +47,32 @@ def test_report_lists_every_experiment_with_its_files(out):
             assert f"({name}/{fig}.png)" in report
         assert everything[name] == _metrics(out, name)
     assert not list(out.rglob("*.partial*"))
+
+
+def test_tiny_reproduce_lists_every_claim_with_its_verdict(out):
+    from rsd.experiments import _claims
+
+    report = (out / "report.md").read_text()
+    claims = json.loads((out / "metrics.json").read_text())["claims"]
+    # Every experiment ran, so every claim has a verdict, in the table and in metrics.json.
+    assert set(claims) == {f"claims/{c.number}" for c in _claims.CLAIMS}
+    assert set(claims.values()) <= {0, 1}
+    table = report.split("## The paper's claims")[1].split("\n## ")[0]
+    for claim in _claims.CLAIMS:
+        (line,) = [x for x in table.splitlines() if x.startswith(f"| {claim.number} | {claim.statement} |")]
+        verdict = "**holds**" if claims[f"claims/{claim.number}"] else "**does not hold**"
+        assert line.endswith(f"| {verdict} |")
+    assert report.index("## The paper's claims") < report.index("## two-points")
+
+
+def test_dry_run_estimate_is_within_3x_of_the_measured_time(out):
+    """The dry run's time for this machine against the tiny reproduction's measured time
+    (each experiment's ``run``, from its config.json), summed over the experiments."""
+    _, estimates = experiments.estimate_reproduction(size="tiny")
+    estimated = sum(e.seconds_here for e in estimates)
+    measured = sum(json.loads((out / name / "config.json").read_text())["seconds"]
+                   for name in experiments.REPRODUCE)
+    assert measured / 3 <= estimated <= 3 * measured, (estimated, measured)
 
 
 def test_metric_names_are_the_promised_ones(out):
@@ -209,8 +235,8 @@ def test_two_point_fit_masks_a_diverged_seed(monkeypatch):
 def test_configs_validate_and_sizes_differ():
     for name in NAMES:
         module = experiments.REGISTRY[name]
-        tiny, quick, paper = (module.Config.for_size(s) for s in ("tiny", "quick", "paper"))
-        assert tiny != quick != paper
+        tiny, quick, cpu, paper = (module.Config.for_size(s) for s in ("tiny", "quick", "cpu", "paper"))
+        assert len({tiny, quick, cpu, paper}) == 4
     with pytest.raises(ValueError, match="width"):
         two_points.Config(width=-3)
     with pytest.raises(ValueError, match="unknown row 'nope'"):

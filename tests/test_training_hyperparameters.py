@@ -114,6 +114,13 @@ def test_four_devices_give_the_one_device_numbers():
             for k in ("h", "y", "w", "loss", "status", "stop_step"):
                 a, b = np.asarray(getattr(one, k)), np.asarray(getattr(four, k))
                 assert a.shape == b.shape and np.array_equal(a, b), (stop, k)
+        # use_devices: train(devices=None) inside the block is train(devices="all").
+        with training.use_devices("all"):
+            inside = training.train(s, xs, y, **kw)
+        outside = training.train(s, xs, y, **kw)
+        assert len(inside.h.sharding.device_set) == 4, inside.h.sharding
+        assert len(outside.h.sharding.device_set) == 1, outside.h.sharding
+        assert np.array_equal(np.asarray(inside.h), np.asarray(outside.h))
         print("OK")
     """)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",

@@ -9,7 +9,7 @@ Sizes: ``SIZES`` ("tiny", "quick", "paper").
 from . import (alternatives, atlas, context, depth, final_distance, mnist_structure,
                mnist_trajectory, predicted_rates, theory_demo, two_point_fit, two_points, xor)
 from ._common import SIZES
-from ._driver import Outcome, make_config, prepare_output, reproduce, run_experiment
+from ._driver import Outcome, estimate_reproduction, make_config, prepare_output, reproduce, run_experiment
 
 REGISTRY = {
     "two-point-fit": two_point_fit,
@@ -36,6 +36,7 @@ __all__ = [
     "REPRODUCE",
     "SIZES",
     "Outcome",
+    "estimate_reproduction",
     "make_config",
     "prepare_output",
     "reproduce",

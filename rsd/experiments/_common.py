@@ -24,9 +24,11 @@ __all__ = [
     "paper_row",
 ]
 
-SIZES = ("tiny", "quick", "paper")
+SIZES = ("tiny", "quick", "cpu", "paper")
 """tiny: seconds, for tests and notebooks in CI; quick: minutes on a 2-core CPU (the
-default); paper: the reference protocol's sizes (meant for an accelerator)."""
+default); cpu: the reference protocol's widths, depths, learning rates and step counts
+with fewer seeds (and fewer final-distance rows), about 100 minutes on a 2-core CPU;
+paper: the reference protocol's sizes (meant for an accelerator)."""
 
 
 def check_size(size: str) -> str:

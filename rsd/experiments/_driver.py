@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ._claims import claims_metrics, claims_table, evaluate as evaluate_claims
 from ._common import SIZES, apply_overrides, check_size
 
-__all__ = ["Outcome", "prepare_output", "make_config", "run_experiment", "reproduce"]
+__all__ = ["Outcome", "prepare_output", "make_config", "run_experiment", "reproduce", "estimate_reproduction"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +75,12 @@ def make_config(name: str, *, size: str = "quick", overrides=(), seeds: int | No
 
 def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int | None = None,
                    out="rsd-out", force: bool = False, progress: bool = True, config=None,
-                   log=None) -> Outcome:
-    """Run experiment ``name`` into ``out/name/`` (or reuse a finished run of the same config)."""
+                   log=None, devices=None) -> Outcome:
+    """Run experiment ``name`` into ``out/name/`` (or reuse a finished run of the same config).
+
+    ``devices``: where the networks' seed axis is sharded (None: the default device;
+    ``"all"``, an int n or a list of devices, as in :func:`rsd.training.train`); the
+    results do not depend on it."""
     log = log if log is not None else (lambda text: print(text, file=sys.stderr, flush=True))
     module = _module(name)
     config = config if config is not None else make_config(name, size=size, overrides=overrides, seeds=seeds)
@@ -100,7 +105,10 @@ def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int |
             upstream[need] = previous["metrics"]
     log(f"{name}: running ({size})")
     start = time.perf_counter()
-    result = module.run(config, upstream=upstream, progress=progress)
+    from ..training import use_devices
+
+    with use_devices(devices):
+        result = module.run(config, upstream=upstream, progress=progress)
     seconds = time.perf_counter() - start
     metrics = {k: _number(v) for k, v in module.metrics(result).items()}
     partial = out / f".{name}.partial-{os.getpid()}"
@@ -119,6 +127,7 @@ def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int |
         summary = module.summary(result)
         (partial / "summary.txt").write_text(summary + "\n")
         _write_json(partial / "metrics.json", metrics)
+        _write_csv(partial / "metrics.csv", metrics)
         _write_json(partial / "config.json", {**record, "figures": list(figures), "seconds": seconds})
         _replace_folder(partial, folder)
     finally:
@@ -128,10 +137,15 @@ def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int |
 
 
 def reproduce(names=None, *, size: str = "quick", out="rsd-out", force: bool = False,
-              progress: bool = True, overrides=(), log=None) -> tuple[Path, dict]:
+              progress: bool = True, overrides=(), log=None, header: str = "",
+              devices=None) -> tuple[Path, dict]:
     """Run the experiments ``names`` (default: every reproduction) and write the report.
 
-    Returns (path of ``report.md``, {experiment: metrics}).
+    The report opens with the paper's claims, each decided from the metrics
+    (:mod:`rsd.experiments._claims`); ``metrics.json`` holds every experiment's metrics
+    and ``"claims": {"claims/<n>": 1 or 0}``. ``header``: Markdown placed under the
+    title (e.g. the command and the machine). Returns (path of ``report.md``,
+    {experiment: metrics}).
     """
     from . import REGISTRY, REPRODUCE
 
@@ -144,12 +158,50 @@ def reproduce(names=None, *, size: str = "quick", out="rsd-out", force: bool = F
     out = prepare_output(out)
     configs = {name: make_config(name, size=size, overrides=overrides) for name in names}
     outcomes = [run_experiment(name, size=size, out=out, force=force, progress=progress,
-                               config=configs[name], log=log) for name in names]
+                               config=configs[name], log=log, devices=devices) for name in names]
     all_metrics = {o.name: o.metrics for o in outcomes}
+    verdicts = evaluate_claims(all_metrics)
+    all_metrics["claims"] = claims_metrics(verdicts)
     _write_json(out / "metrics.json", all_metrics, atomic=True)
     report = out / "report.md"
-    _write_text(report, _report(outcomes, size))
+    _write_text(report, _report(outcomes, size, verdicts, header=header))
     return report, all_metrics
+
+
+def estimate_reproduction(names=None, *, size: str = "quick", overrides=(), bandwidth: float = 1e10):
+    """What ``reproduce`` would cost, without training: (the dry run's text, [Estimate]).
+
+    Per experiment the networks, steps, memory of one chunk and time, on this machine
+    (its memory bandwidth measured now) and at the memory floor of ``bandwidth`` bytes/s
+    (see :mod:`rsd.experiments._estimate`). An upstream result an experiment needs
+    (final-distance's and xor's two-points rates) is counted where no experiment of this
+    run provides it.
+    """
+    from . import REGISTRY, REPRODUCE
+    from ._estimate import describe_estimates, estimate
+    from ..bench._core import memory_bandwidth
+
+    check_size(size)
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0 \
+            or not np.isfinite(bandwidth):
+        raise ValueError(f"--bandwidth must be a positive number of bytes/s; got {bandwidth!r}.")
+    names = list(REPRODUCE) if not names else list(names)
+    for name in names:
+        _module(name)
+    names.sort(key=lambda n: list(REGISTRY).index(n))
+    configs = {name: make_config(name, size=size, overrides=overrides) for name in names}
+    here = memory_bandwidth(megabytes=256, repeats=3)
+    estimates = []
+    for name in names:
+        module = REGISTRY[name]
+        work = list(module.workloads(configs[name]))
+        for need, need_config in getattr(module, "needs", lambda cfg: {})(configs[name]).items():
+            provided = need in configs and _serves(_config_record(need, size, configs[need])["config"],
+                                                   _config_record(need, size, need_config)["config"])
+            if not provided:
+                work += REGISTRY[need].workloads(need_config)
+        estimates.append(estimate(name, work, bandwidth_here=here, bandwidth=float(bandwidth)))
+    return describe_estimates(estimates, size=size, bandwidth_here=here, bandwidth=float(bandwidth)), estimates
 
 
 # --------------------------------------------------------------------------- internals
@@ -173,10 +225,28 @@ def _load_finished(folder: Path, record: dict, any_size: bool = False):
         metrics = json.loads((folder / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
-    same = stored.get("config") == record["config"] and stored.get("experiment") == record["experiment"]
-    if not same or (not any_size and stored.get("size") != record["size"]):
+    if stored.get("experiment") != record["experiment"]:
+        return None
+    if any_size:  # an upstream result: one with more rows serves as well
+        same = _serves(stored.get("config"), record["config"])
+    else:
+        same = stored.get("config") == record["config"] and stored.get("size") == record["size"]
+    if not same:
         return None
     return {"metrics": metrics, "figures": stored.get("figures", [])}
+
+
+def _serves(stored: dict | None, needed: dict) -> bool:
+    """Whether a finished run of config ``stored`` has what config ``needed`` asks for:
+    the same config, except that its ``rows`` may be a superset (every row is computed
+    on its own, so a row's metrics do not depend on which other rows ran)."""
+    if not isinstance(stored, dict):
+        return False
+    if "rows" in stored and "rows" in needed:
+        if not set(needed["rows"]) <= set(stored["rows"]):
+            return False
+        stored, needed = ({k: v for k, v in d.items() if k != "rows"} for d in (stored, needed))
+    return stored == needed
 
 
 def _replace_folder(new: Path, target: Path):
@@ -212,13 +282,36 @@ def _write_text(path: Path, text: str):
             tmp.unlink()
 
 
-def _report(outcomes, size) -> str:
+def _write_csv(path: Path, metrics: dict):
+    """Every metric as ``group,name,value`` rows (group empty for plain names)."""
+    rows = ["group,metric,value"]
+    for key, value in metrics.items():
+        group, name = key.rsplit("/", 1) if "/" in key else ("", key)
+        rows.append(f"{group},{name},{value!r}")
+    path.write_text("\n".join(rows) + "\n")
+
+
+def _report(outcomes, size, verdicts=(), header: str = "") -> str:
     from . import REGISTRY
 
-    lines = ["# rsd reproduction report", "",
-             f"Size: **{size}** ({_SIZE_TEXT[size]}). Each section: what was run, the figures, and "
-             "every metric with the reference's value where the reference publishes one "
-             "(otherwise the comparison is qualitative: the paper's figure).", ""]
+    lines = ["# rsd reproduction report", ""]
+    if header:
+        lines += [header.strip(), ""]
+    lines += [f"Size: **{size}** ({_SIZE_TEXT[size]}).", ""]
+    if verdicts:
+        held = sum(v.holds is True for v in verdicts)
+        ran = sum(v.holds is not None for v in verdicts)
+        lines += ["## The paper's claims", "",
+                  f"{held} of the {ran} claims tested hold at this size. Each row: the claim, the "
+                  "metric that tests it, the criterion, this run's values, the verdict. A claim "
+                  "that does not hold is a result, with its evidence; the sections below give every "
+                  "protocol, its deviations from the reference, and the figures.", ""]
+        lines += claims_table(verdicts)
+        lines.append("")
+    lines += ["Each section below: what was run, the figures, and the metrics that carry the claims "
+              "(with the reference's value where the reference publishes one; otherwise the "
+              "comparison is with the paper's figure). Every metric is in `metrics.json` and in "
+              "`NAME/metrics.csv`.", ""]
     for o in outcomes:
         module = REGISTRY[o.name]
         doc = module.__doc__.strip().split("\n\n")
@@ -231,14 +324,18 @@ def _report(outcomes, size) -> str:
         for fig in o.figures:
             lines += [f"![{o.name} {fig}]({o.name}/{fig}.png)", ""]
         reference = getattr(module, "reference_metrics", lambda config: {})(o.config)
-        lines += _metric_tables(o.metrics, reference)
+        lines += _metric_tables(o.metrics, reference, getattr(module, "REPORT_METRICS", None))
         lines.append("")
     return "\n".join(lines)
 
 
-def _metric_tables(metrics: dict, reference: dict) -> list[str]:
+def _metric_tables(metrics: dict, reference: dict, shown=None) -> list[str]:
     """Markdown tables of the metrics: keys "group/name" pivot into one table (a line per
-    group when the groups are table rows, a line per name otherwise); the rest are listed."""
+    group when the groups are table rows, a line per name otherwise); the rest are listed.
+    ``shown``: the metric names to show (matched against a key's first or last part);
+    None shows all."""
+    if shown is not None:
+        metrics = {k: v for k, v in metrics.items() if k.split("/", 1)[0] in shown or k.rsplit("/", 1)[-1] in shown}
     plain = {k: v for k, v in metrics.items() if "/" not in k}
     grouped: dict[str, dict[str, float]] = {}
     for key, value in metrics.items():
@@ -277,6 +374,8 @@ def _metric_tables(metrics: dict, reference: dict) -> list[str]:
 _SIZE_TEXT = {
     "tiny": "seconds-long smoke sizes for tests and notebooks; the numbers mean little",
     "quick": "reduced widths and seed counts for a 2-core CPU; the protocols are the reference's",
+    "cpu": "the reference protocol's widths, depths, learning rates and step counts with fewer seeds "
+           "(and fewer final-distance rows), for a 2-core CPU",
     "paper": "the reference protocol's sizes",
 }
 

@@ -1,7 +1,7 @@
 """Is it the theory's equations that fit, or would any similar ODE? Four perturbed fields.
 
 The default row's two-point trajectories (the two-point protocol: lr / 2, 2·n_epochs
-steps) fitted with the true field and with each of four perturbed ones (DESIGN.md §6):
+steps) fitted with the true field and with each of four perturbed ones (the reference notebook 2_points_alternative):
 (1) dy/dt doubled, (2) dh/dt doubled, (3) the sign of the η_h term of dw/dt flipped,
 (4) the η_h term dropped from dy/dt. A perturbed field that fits worse at its best
 rates than the true field supports the theory's specific form.
@@ -18,6 +18,10 @@ from .. import theory, training
 from . import _common as c
 
 __all__ = ["Config", "Result", "FIELDS", "run", "plot", "metrics", "arrays", "summary"]
+
+REPORT_METRICS = ("kept", "seeds", "true_loss", "alt1_over_true", "alt2_over_true", "alt3_over_true",
+                  "alt4_over_true", "true_r2_h")
+"""The metrics the report's table shows (all are in ``metrics.json``)."""
 
 FIELDS = (("true", theory.vector_field),
           ("alt1", theory.vector_field_dy_doubled),
@@ -54,6 +58,8 @@ class Config:
         c.check_size(size)
         if size == "paper":
             return cls(seeds=50, width=None)
+        if size == "cpu":
+            return cls(seeds=4, width=None)
         if size == "tiny":
             return cls(seeds=2, width=16, depth=4, steps=2000)
         return cls()
@@ -155,3 +161,11 @@ def plot(result: Result) -> dict:
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(f"seed {seed}: the network against each field at its best-fit rates", fontsize=9)
     return {"alternatives": fig}
+
+
+def workloads(config: Config) -> list:
+    """The training program of ``run(config)``, for ``rsd reproduce --dry-run``."""
+    from ._estimate import Workload
+
+    return [Workload("default", config.setting(), config.seeds, 1, 1, fits=config.seeds * len(FIELDS),
+                     fit_programs=len(FIELDS))]

@@ -1,6 +1,6 @@
 """Context-dependent blobs: how the initial weight scale shapes the learned representation.
 
-The reference's "orthogonal" task (DESIGN.md §6): a 5 × 5-pixel Gaussian blob at each of
+The reference's "orthogonal" task (its notebook orthogonal): a 5 × 5-pixel Gaussian blob at each of
 30 × 30 centres, shown twice, with a two-unit context that asks for the blob's x position
 or its y position (1,800 points, 27 inputs, one output). A width-100, depth-4 network is
 trained at the three initial scales of the table (gains 2, 0.5, 0.275: regimes high, low,
@@ -84,7 +84,7 @@ class Config:
     @classmethod
     def for_size(cls, size: str) -> "Config":
         c.check_size(size)
-        if size == "paper":
+        if size in ("paper", "cpu"):
             return cls()
         if size == "tiny":
             return cls(seeds=2, n_centers=6, epoch_fraction=0.02, width=16)
@@ -391,3 +391,11 @@ def plot(result: Result) -> dict:
     ax.legend(fontsize=7)
     figs["loss"] = fig
     return figs
+
+
+def workloads(config: Config) -> list:
+    """The training programs of ``run(config)``, for ``rsd reproduce --dry-run``."""
+    from ._estimate import Workload
+
+    return [Workload(regime, config.setting(regime), config.seeds, 27, 1, n_data=config.n_points,
+                     records=config.epochs(regime)) for regime in config.regimes]

@@ -1,7 +1,7 @@
 """Which hidden layer does the two-point theory describe best? Fits at every layer.
 
 The default row of the 2-points table trained as the reference's depth run does it
-(DESIGN.md §6): SGD at the table's lr (0.01, not halved) for n_epochs (3,000) steps,
+(its notebook 2_points_depth): SGD at the table's lr (0.01, not halved) for n_epochs (3,000) steps,
 h recorded at all 20 hidden layers, and (η_h, η_y) fitted at every layer in one
 batched fit. The reference's fit losses (one seed, width 500) are U-shaped with the
 best layer near the middle.
@@ -19,9 +19,12 @@ from . import _common as c
 
 __all__ = ["Config", "Result", "run", "plot", "metrics", "arrays", "summary", "REFERENCE_LOSSES"]
 
+REPORT_METRICS = ("loss", "best_layer", "first_over_best", "last_over_best")
+"""The metrics the report's table shows (all are in ``metrics.json``)."""
+
 REFERENCE_LOSSES = (22.1, 20.3, 17.3, 13.4, 9.78, 7.70, 5.06, 3.08, 1.85, 0.857, 0.358, 0.094, 0.100,
                     0.235, 0.523, 0.921, 1.49, 3.04, 2.06, 1.62)
-"""The reference's fit loss at hidden layers 0…19 (one seed, width 500, DESIGN.md §6)."""
+"""The reference's fit loss at hidden layers 0…19 (one seed, width 500, read off its notebook 2_points_depth)."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,14 @@ class Config:
         c.check_size(size)
         if size == "paper":
             return cls(seeds=1, width=None)
+        if size == "cpu":
+            return cls(seeds=4, width=None)
         if size == "tiny":
             return cls(seeds=2, width=16, depth=6, steps=300)
-        return cls()
+        # The table's width: at width 128 the loss at the last layers changed from one run
+        # to the next by 30× (layer 19 / best 57 and 1,644 with 2 seeds); at width 500 a
+        # seed-step costs ~2.8 ms, so 2 seeds of 3,000 steps take ~20 s.
+        return cls(seeds=2, width=None)
 
     def setting(self) -> training.Setting:
         row = c.paper_row("2_points", self.row)
@@ -183,3 +191,11 @@ def plot(result: Result) -> dict:
         ax.set_title(f"fitted {name} by layer")
         ax.legend(fontsize=7)
     return {"depth": fig}
+
+
+def workloads(config: Config) -> list:
+    """The training program of ``run(config)``, for ``rsd reproduce --dry-run``."""
+    from ._estimate import Workload
+
+    s = config.setting()
+    return [Workload(config.row, s, config.seeds, 1, 1, fits=config.seeds * s.depth)]

@@ -1,6 +1,6 @@
 """The closed-form end state h∞ against trained networks over a grid of input/output distances.
 
-Per row of the 2-points table (DESIGN.md §6): a 5 × 5 grid dx ∈ linspace(0.5, 1.5, 5),
+Per row of the 2-points table (the reference notebook 2_points): a 5 × 5 grid dx ∈ linspace(0.5, 1.5, 5),
 dy ∈ linspace(0, 1, 5) (dx2 = dx², dy2 = dy²), one network per grid point, SGD at the
 table's lr / 5 for at most 40,000 steps, each network stopping at the first step its
 loss is below 1e-4 (all 25 in one batched program); points whose final loss is above
@@ -10,6 +10,7 @@ fitted rates from ``two-points``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,17 +20,23 @@ from .. import data, theory, training
 from . import _common as c
 from . import two_points
 
-__all__ = ["Config", "Result", "RowResult", "run", "plot", "metrics", "arrays", "summary"]
+__all__ = ["Config", "Result", "RowResult", "run", "plot", "metrics", "arrays", "summary", "workloads",
+           "CPU_ROWS", "QUICK_ROWS"]
 
 ROWS = two_points.ROWS
+CPU_ROWS = ("default", "narrow", "gain_0.9", "gain_1.1")
+"""The rows the cpu size runs (every row at the reference's width, grid and step cap)."""
+QUICK_ROWS = ("default", "shallow", "narrow", "linear", "tanh", "relu", "gain_0.9", "gain_1.1",
+              "gain_1.2", "two_layer")
+"""The rows the quick size runs (two-points trains them at width 128 in its quick size)."""
 
 
 @dataclass(frozen=True)
 class Config:
     """``width``: a cap on the rows' widths (None = the table's); ``depth`` None = the
-    table's. ``rates_seeds``/``rates_steps``: the
-    ``two-points`` run whose mean rates are used (reused from the output folder when
-    one with this configuration is there, else run here)."""
+    table's. ``rates_size``: the size of the ``two-points`` run whose mean rates are
+    used (its configuration restricted to these rows; reused from the output folder when
+    there, else run here)."""
 
     rows: tuple[str, ...] = ROWS
     width: int | None = None
@@ -40,8 +47,7 @@ class Config:
     stop_loss: float = 1e-4
     max_final_loss: float = 1e-3
     lr_divisor: float = 5.0
-    rates_seeds: int = 50
-    rates_steps: int | None = None
+    rates_size: str = "paper"
 
     def __post_init__(self):
         c.check_rows("rows", self.rows, ROWS)
@@ -50,9 +56,7 @@ class Config:
                 check_int_range(name, getattr(self, name), 1)
         check_int_range("grid", self.grid, 2)
         check_int_range("max_steps", self.max_steps, 2)
-        check_int_range("rates_seeds", self.rates_seeds, 1)
-        if self.rates_steps is not None:
-            check_int_range("rates_steps", self.rates_steps, 3)
+        c.check_size(self.rates_size)
         for name in ("stop_loss", "max_final_loss", "lr_divisor"):
             check_real(name, getattr(self, name), lo=0.0, lo_open=True)
 
@@ -61,26 +65,29 @@ class Config:
         c.check_size(size)
         if size == "paper":
             return cls()
+        if size == "cpu":
+            # The reference protocol on the rows whose 25 networks fit a 2-core CPU's
+            # budget (at width 500 one seed-step costs about 2.8 ms); the rates are
+            # two-points' at its cpu size (4 seeds).
+            return cls(rows=CPU_ROWS, rates_size="cpu")
         if size == "tiny":
             t = two_points.Config.for_size("tiny")
             return cls(rows=t.rows, width=t.width, depth=t.depth, cnn_depth=t.cnn_depth, grid=3,
-                       max_steps=6000,
-                       rates_seeds=t.seeds, rates_steps=t.steps)
-        # 475 networks of up to 40,000 steps do not fit in minutes on a CPU: a 3 × 3
-        # grid of narrower networks, a step cap (points still above 1e-3 then are
-        # dropped, and counted), a shallower CNN, and rates fitted at that width
-        # (two-points at its own quick width is not reused).
-        return cls(width=32, cnn_depth=4, grid=3, max_steps=8000, rates_seeds=4)
+                       max_steps=6000, rates_size="tiny")
+        # 475 networks of up to 40,000 steps do not fit in minutes on a CPU: a 3 × 3 grid
+        # on the rows two-points trains at width 128 in its quick size (their rates are
+        # reused), at width 128, capped at 12,000 steps (at width 500 the default row's
+        # networks stop after 650–7,600 steps).
+        return cls(rows=QUICK_ROWS, width=128, grid=3, max_steps=12000, rates_size="quick")
 
     def rates_config(self) -> two_points.Config:
         """The ``two-points`` configuration whose mean rates this experiment uses."""
-        return two_points.Config(rows=self.rows, seeds=self.rates_seeds, width=self.width,
-                                 depth=self.depth, cnn_depth=self.cnn_depth, steps=self.rates_steps)
+        return dataclasses.replace(two_points.Config.for_size(self.rates_size), rows=self.rows)
 
     def setting(self, row: str) -> training.Setting:
-        table_lr = c.paper_row("2_points", row).lr
+        table = c.paper_row("2_points", row)
         return c.two_point_setting(row, width=self.width, depth=self.depth, cnn_depth=self.cnn_depth,
-                                   lr=table_lr / self.lr_divisor, steps=self.max_steps)
+                                   lr=table.lr / self.lr_divisor, steps=self.max_steps)
 
     def grid_points(self):
         """(dx2, dy2) of every grid point, [grid², 2], dx the slow axis."""
@@ -201,7 +208,8 @@ def describe(config: Config) -> str:
     return (f"{len(config.rows)} rows × a {config.grid}×{config.grid} (dx, dy) grid, {width}{depth}, "
             f"SGD at table lr / {config.lr_divisor:g}, at most {config.max_steps} steps, each network "
             f"stopping when its loss < {config.stop_loss:g}; points with final loss > "
-            f"{config.max_final_loss:g} dropped; rates from two-points at {config.rates_seeds} seeds.")
+            f"{config.max_final_loss:g} dropped; rates from two-points at its {config.rates_size} size"
+            + ".")
 
 
 def plot(result: Result) -> dict:
@@ -252,3 +260,12 @@ def plot(result: Result) -> dict:
 def needs(config: Config) -> dict:
     """Results this experiment reuses from the output folder when they are there."""
     return {"two-points": config.rates_config()}
+
+
+def workloads(config: Config) -> list:
+    """The training programs of ``run(config)`` (each at its step cap), for ``--dry-run``;
+    two-points' rates are counted too (they are fitted here unless reused)."""
+    from ._estimate import Workload
+
+    points = config.grid ** 2
+    return [Workload(row, config.setting(row), points, 1, 1) for row in config.rows]

@@ -1,6 +1,6 @@
 """MNIST representation structure: trained hidden-layer distances against the reference's heuristic.
 
-The reference's structure run (DESIGN.md §1, §6): the mnist table's MLP (width 200,
+The reference's structure run (its notebook mnist_structure): the mnist table's MLP (width 200,
 4 hidden layers, gain 0.5, leaky_relu) trained with Adam at lr 0.005 on minibatches of
 64 for 200 epochs, 10 runs; the squared distances at hidden layer 2 between 100
 training images sorted by label are averaged over the runs and compared with
@@ -69,6 +69,8 @@ class Config:
         directory = data.mnist_directory()
         if size == "paper":
             return cls(mnist_dir=directory, seeds=10, epochs=None)
+        if size == "cpu":
+            return cls(mnist_dir=directory, seeds=4, epochs=None)
         if size == "tiny":
             return cls(mnist_dir=directory, seeds=2, epochs=1, heuristic_images=1000)
         return cls(mnist_dir=directory)
@@ -263,3 +265,15 @@ def plot(result: Result) -> dict:
                  fontsize=10)
     ax.legend(fontsize=8, markerscale=3)
     return {"matrices": fig_m, "scatter": fig_s}
+
+
+def workloads(config: Config) -> list:
+    """The training program of ``run(config)``, for ``rsd reproduce --dry-run`` (60,000
+    training images with the IDX files, 4,000 of the offline subset otherwise)."""
+    from ._estimate import Workload
+
+    n_train = 60_000 if data.mnist_directory(config.mnist_dir) is not None else 4_000
+    n_train = min(n_train, getattr(config, "train_limit", None) or n_train)
+    s = config.setting(n_train)
+    epochs = -(-s.steps // -(-n_train // s.batch_size))
+    return [Workload("structure", s, config.seeds, 784, 10, n_data=n_train, records=epochs)]

@@ -1,6 +1,6 @@
 """A "0" and a "1" of MNIST followed through training, against the two-point theory.
 
-The mnist table's "trajectories" row as the reference trains it (DESIGN.md §6): an MLP
+The mnist table's "trajectories" row as the reference trains it (its notebook mnist): an MLP
 (P = 200, L = 4, leaky_relu, gain 0.5) trained with SGD at lr 0.003 on minibatches of 64
 reshuffled every epoch for 200 epochs, ½·MSE on one-hot targets of standardised images.
 The squared distances h (hidden layer 2), y and the alignment w of one seeded random "0"
@@ -22,9 +22,14 @@ from . import _common as c
 __all__ = ["Config", "Result", "run", "plot", "metrics", "arrays", "summary", "describe",
            "reference_metrics", "choose_pair", "steps_per_epoch", "REFERENCE_ACCURACY"]
 
+REPORT_METRICS = ("r2_h", "r2_y", "r2_w", "eta_h", "eta_y", "eta_h_per_epoch", "eta_y_per_epoch",
+                  "final_y_over_dy2", "train_accuracy", "test_accuracy", "final_loss", "fitted", "seeds",
+                  "n_train", "steps_per_epoch")
+"""The metrics the report's table shows (all are in ``metrics.json``)."""
+
 TABLE, ROW = "mnist", "trajectories"
 BATCH_SIZE = 64
-"""The reference's minibatch size (DESIGN.md §2): one epoch is ceil(n_train / 64) steps."""
+"""The reference's minibatch size: one epoch is ceil(n_train / 64) steps."""
 REFERENCE_ACCURACY = 0.874
 """The reference's single run: the fraction of its first 10,000 training images (the
 notebook's "validation accuracy" loop runs over them, not over the test set) that the
@@ -40,7 +45,7 @@ class Config:
     """What to run; the defaults are the reference's protocol (with 4 seeds).
 
     ``mnist_dir``: folder of the MNIST IDX files; None uses the offline 5,000-image subset
-    split 4,000 / 1,000 (seeded, class-stratified; DESIGN.md §6). ``Config.for_size``
+    split 4,000 / 1,000 (seeded, class-stratified; the subset has no test split). ``Config.for_size``
     fills it from the ``RSD_MNIST_DIR`` environment variable, so the recorded
     configuration says which data were used. ``seeds``: networks trained at once
     (vmapped; the reference trained one). ``epochs``: None = the reference's length,
@@ -88,14 +93,19 @@ class Config:
             # The reference's protocol; 4 networks instead of its one (vmapped, they cost
             # little more on an accelerator and show the spread over seeds).
             return cls(mnist_dir=directory, seeds=4, epochs=None)
+        if size == "cpu":
+            return cls(mnist_dir=directory, seeds=2, epochs=None)
         if size == "tiny":
             # Seconds: 512 images, width 32 and lr 0.1 so that 800 steps reach the rich
             # transition (at the table's lr 0.003 that takes ~15,000 steps).
             return cls(mnist_dir=directory, seeds=2, epochs=100, width=32, lr=0.1, train_limit=512)
-        # quick: ~32,000 SGD steps (the reference runs 187,600), enough for the pair's
-        # rich transition: 34 epochs of the 60,000 real images, 500 of the 4,000 offline
-        # ones; width 100 and 2 seeds to fit in about a minute on a 2-core CPU.
-        return cls(mnist_dir=directory, seeds=2, epochs=500 if directory is None else 34, width=100)
+        # quick: the table's width 200 and 63,000 SGD steps (the reference runs 187,600):
+        # the pair's whole rich transition and the start of its plateau. With the offline
+        # 4,000 images (1,000 epochs) h and y rise between steps ~12,000 and ~45,000 and w
+        # dips to -0.45 and returns, as in the reference's figure (steps ~19,000 to
+        # ~56,000 there); 68 epochs of the 60,000 real images are the same steps. Two
+        # seeds, about 3 minutes on a 2-core CPU.
+        return cls(mnist_dir=directory, seeds=2, epochs=1000 if directory is None else 68)
 
     def setting(self, n_train: int) -> training.Setting:
         """The mnist table's "trajectories" row with its minibatches of 64 (``n_train``
@@ -242,6 +252,9 @@ def metrics(result: Result) -> dict[str, float]:
     out["eta_h_per_epoch"] = out["eta_h"] * r.steps_per_epoch
     out["eta_y_per_epoch"] = out["eta_y"] * r.steps_per_epoch
     out["final_loss"] = c.median_or_nan(np.where(r.trained, r.loss[:, -1], np.nan))
+    # How far the pair's outputs got apart: 1 when the rich transition has finished.
+    out["final_y_over_dy2"] = c.median_or_nan(np.where(r.trained, r.measured[:, -1, 1], np.nan)) / r.dy2
+    out["reference_protocol"] = int(bool(reference_metrics(r.config)))
     out["fitted"] = int(ok.sum())
     out["seeds"] = int(ok.size)
     out["diverged"] = int((~r.trained).sum())
@@ -403,3 +416,15 @@ def plot(result: Result) -> dict:
     ax.legend(fontsize=7)
     figs["loss"] = fig
     return figs
+
+
+def workloads(config: Config) -> list:
+    """The training program of ``run(config)``, for ``rsd reproduce --dry-run`` (60,000
+    training images with the IDX files, 4,000 of the offline subset otherwise)."""
+    from ._estimate import Workload
+
+    n_train = 60_000 if data.mnist_directory(config.mnist_dir) is not None else 4_000
+    n_train = min(n_train, getattr(config, "train_limit", None) or n_train)
+    s = config.setting(n_train)
+    epochs = -(-s.steps // -(-n_train // s.batch_size))
+    return [Workload(ROW, s, config.seeds, 784, 10, n_data=n_train, records=epochs, fits=config.seeds)]

@@ -1,6 +1,6 @@
 """Effective rates predicted from the network's own gradient step, against the fitted ones.
 
-Per row of the 2-points table (the two-point protocol, DESIGN.md §6: SGD at the table's
+Per row of the 2-points table (the two-point protocol of the reference notebook 2_points: SGD at the table's
 lr / 2 for 2·n_epochs steps): each seed is trained in equal segments, so its parameters
 are at hand at checkpoints 0 = c_0 < c_1 < … < c_M = T; at each checkpoint
 ``rsd.theory.predicted_rates`` reads (η_h, η_y, η_ȳ) off one SGD step of those
@@ -67,6 +67,9 @@ class Config:
         c.check_size(size)
         if size == "paper":
             return cls(seeds=50, width=None, cnn_depth=None)
+        if size == "cpu":
+            return cls(rows=("default", "shallow", "narrow", "linear", "tanh", "two_layer"), seeds=2,
+                       width=None)
         if size == "tiny":
             return cls(rows=("default", "tanh"), seeds=2, width=16, depth=4, steps=2000,
                        checkpoints=4)
@@ -309,3 +312,11 @@ def plot(result: Result) -> dict:
     fig.tight_layout()
     figs["trajectories"] = fig
     return figs
+
+
+def workloads(config: Config) -> list:
+    """The training programs of ``run(config)``, for ``rsd reproduce --dry-run``."""
+    from ._estimate import Workload
+
+    return [Workload(row, config.setting(row), config.seeds, 1, 1, fits=config.seeds, fit_programs=2)
+            for row in config.rows]

@@ -72,7 +72,7 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> 
     setting = paper.replace(width=c.width, depth=c.depth, steps=c.steps, layers=(layer,))
     p = _common.train_pair(setting, c.seeds)
     h, yy, w, loss, e0, dx2, dy2, trained = p.h, p.y, p.w, p.loss, p.e0, p.dx2, p.dy2, p.trained
-    # Diverged seeds and failed fits are masked before fitting and solving (DESIGN.md §5).
+    # Diverged seeds and failed fits are masked before fitting and solving: one bad seed never changes the others.
     fits = _common.fit_seeds(h, yy, w, loss, e0, dx2, dy2, trained)
     ts = np.arange(setting.steps)
     measured = p.measured

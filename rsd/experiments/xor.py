@@ -1,6 +1,6 @@
 """XOR: the two-point end state applied to every pair, against the trained networks' distances.
 
-Per regime of the XOR table (rich, intermediate, lazy, shallow; DESIGN.md §6): train on
+Per regime of the XOR table (rich, intermediate, lazy, shallow; the reference notebook XOR): train on
 the four XOR points (full batch, the table's lr for n_epochs steps) and record the
 pairwise squared distances of the table's hidden layer and of the output before the
 first update and after the last. Each pair (i, j) is then the two-point problem of
@@ -90,6 +90,8 @@ class Config:
         c.check_size(size)
         if size == "paper":
             return cls()
+        if size == "cpu":
+            return cls(seeds=4, rates_size="cpu")
         if size == "tiny":
             # Tiny networks do not all fit XOR in a few hundred steps (the lazy row's lr is
             # tuned for width 500): every non-diverged seed below ½·MSE 1 is kept, so the
@@ -363,3 +365,11 @@ def plot(result: Result) -> dict:
     ax.legend(fontsize=7)
     figs["loss"] = fig
     return figs
+
+
+def workloads(config: Config) -> list:
+    """The training programs of ``run(config)``, for ``rsd reproduce --dry-run`` (the
+    default-row rates are reused from two-points)."""
+    from ._estimate import Workload
+
+    return [Workload(regime, config.setting(regime), config.seeds, 2, 1, n_data=4) for regime in config.regimes]

@@ -10,7 +10,7 @@ axis can be sharded over devices. ``Trainer`` exposes the same step as a pure
 ``init``/``step`` pair over a pytree ``TrainState`` for loops a user drives.
 """
 
-from ._engine import Run, Status, named_optimizer, train
+from ._engine import Run, Status, named_optimizer, train, use_devices
 from ._loop import Trainer, TrainState, pad_hidden
 from ._paper import PAPER_TABLES, PaperRow
 from ._settings import (
@@ -28,6 +28,7 @@ __all__ = [
     "Run",
     "Status",
     "train",
+    "use_devices",
     "Trainer",
     "TrainState",
     "pad_hidden",

@@ -26,6 +26,8 @@ a seed the same way at a record step; a chunk then runs blocks of record units i
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import enum
 import functools
 import math
@@ -222,7 +224,8 @@ def train(
             it must carry an injected learning rate (``optax.inject_hyperparams``, e.g.
             ``optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)``);
             without ``lr`` its own hyperparameters stand and ``Run.lr`` is NaN.
-        devices: None (the default device), ``"all"`` (every local device), an int n
+        devices: None (the default device, or the devices of an enclosing
+            :func:`use_devices`), ``"all"`` (every local device), an int n
             (the first n local devices) or a sequence of devices: the seed axis of each
             chunk is sharded over them (a 1-D ``jax.sharding.Mesh`` with axis
             ``"seeds"``; the chunk size is rounded up to a multiple of their number).
@@ -262,7 +265,7 @@ def train(
     set_lr = optimizer is None or lr is not None
     gain_host = _per_seed("gain", setting.gain if gain is None else gain, num_seeds,
                           positive=True)
-    mesh = _mesh(devices)
+    mesh = _mesh(_DEFAULT_DEVICES.get() if devices is None else devices)
     num_devices = 1 if mesh is None else mesh.size
 
     network = _make_network(setting, in_dim, out_dim)
@@ -461,6 +464,23 @@ def _per_seed(name, value, num_seeds, *, positive):
     if not np.all(ok):
         raise ValueError(f"{name} must be finite and {bound}; got {_short_repr(value)}.")
     return np.broadcast_to(a, (num_seeds,)).copy()
+
+
+_DEFAULT_DEVICES: contextvars.ContextVar = contextvars.ContextVar("rsd_default_devices", default=None)
+
+
+@contextlib.contextmanager
+def use_devices(devices):
+    """Within the block, ``train(devices=None)`` shards the seed axis over ``devices``
+    (None, ``"all"``, an int n or a sequence of devices, as ``train``'s argument), so code
+    that calls ``train`` (the experiments) runs on several devices without passing them
+    down. Checked on entry; the results are those of one device (bitwise on the CPU)."""
+    _mesh(devices)
+    token = _DEFAULT_DEVICES.set(devices)
+    try:
+        yield
+    finally:
+        _DEFAULT_DEVICES.reset(token)
 
 
 def _mesh(devices):

@@ -32,11 +32,6 @@ PACKAGES = ("theory", "quantities", "networks", "data", "training", "fitting", "
 SKIP_MARKER = "<!-- skip-test -->"
 BUILD_TIMEOUT_S = 600
 
-# README blocks too slow for the suite, by their first line, until README.md marks them
-# with SKIP_MARKER itself: "Training in Python" trains 64 + 256 + 8 seeds of the narrow
-# row for its full 6,000 steps.
-README_SKIPPED = frozenset({"import jax, numpy as np, optax"})
-
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 TOML_FENCE = re.compile(r"^```toml[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 INDENTED_FENCE = re.compile(r"^([ \t]*)```python[ \t]*\n(.*?)^\1```[ \t]*$", re.S | re.M)
@@ -52,8 +47,6 @@ def code_blocks(path: Path):
         if before and before[-1] == SKIP_MARKER:
             continue
         code = match.group(1)
-        if path == README and code.splitlines()[0].strip() in README_SKIPPED:
-            continue
         blocks.append((text.count("\n", 0, match.start()) + 1, code))
     return blocks
 

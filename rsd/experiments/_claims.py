@@ -74,46 +74,47 @@ def _groups(metrics: dict, name: str) -> list[str]:
 R2_MIN = 0.95
 
 
-def _two_points(m):
-    m = m["two-points"]
-    rows = _groups(m, "r2_h")
+def _per_row(rows, check, worst_name):
+    """(all rows pass, evidence) from ``check(row) -> (passes, details, score)``: the
+    failing rows with their details, else the lowest score."""
     failing, worst = [], None
     for row in rows:
-        r2h, r2y, kept, seeds = m[f"{row}/r2_h"], m[f"{row}/r2_y"], m[f"{row}/kept"], m[f"{row}/seeds"]
-        ok = _ge(r2h, R2_MIN) and _ge(r2y, R2_MIN) and 2 * kept >= seeds
-        if not ok:
-            why = ""
-            if m.get(f"{row}/h_end_over_h0", 1.0) < 1.0 and m.get(f"{row}/y_rises", 0) > 0:
-                why = (f"; h ends at {_f(m[f'{row}/h_end_over_h0'])}·h0 while y rises, and on the theory's "
-                       "solutions h rises with y (h² − C·h = k·y)")
-            failing.append(f"`{row}` (R² h {_f(r2h)}, y {_f(r2y)}, kept {kept}/{seeds}{why})")
-        low = min((v for v in (r2h, r2y) if math.isfinite(v)), default=float("nan"))
-        if worst is None or not (low >= worst[1]):
-            worst = (row, low)
+        passes, details, score = check(row)
+        if not passes:
+            failing.append(f"`{row}` ({details})")
+        if worst is None or not (score >= worst[1]):
+            worst = (row, score)
     text = f"{len(rows) - len(failing)} of {len(rows)} rows pass"
     if failing:
         text += "; failing: " + ", ".join(failing)
     elif worst is not None:
-        text += f"; lowest median R² {_f(worst[1])} (`{worst[0]}`)"
+        text += f"; lowest {worst_name} {_f(worst[1])} (`{worst[0]}`)"
     return bool(rows) and not failing, text
+
+
+def _two_points(m):
+    m = m["two-points"]
+
+    def check(row):
+        r2h, r2y, kept, seeds = m[f"{row}/r2_h"], m[f"{row}/r2_y"], m[f"{row}/kept"], m[f"{row}/seeds"]
+        details = f"R² h {_f(r2h)}, y {_f(r2y)}, kept {kept}/{seeds}"
+        if m.get(f"{row}/h_end_over_h0", 1.0) < 1.0 and m.get(f"{row}/y_rises", 0) > 0:
+            details += (f"; h ends at {_f(m[f'{row}/h_end_over_h0'])}·h0 while y rises, and on the "
+                        "theory's solutions h rises with y (h² − C·h = k·y)")
+        low = min((v for v in (r2h, r2y) if math.isfinite(v)), default=float("nan"))
+        return _ge(r2h, R2_MIN) and _ge(r2y, R2_MIN) and 2 * kept >= seeds, details, low
+
+    return _per_row(_groups(m, "r2_h"), check, "median R²")
 
 
 def _final_distance(m):
     m = m["final-distance"]
-    rows = _groups(m, "pearson_r")
-    failing, lowest = [], None
-    for row in rows:
+
+    def check(row):
         r, kept, points = m[f"{row}/pearson_r"], m[f"{row}/kept"], m[f"{row}/points"]
-        if not (_ge(r, 0.9) and 9 * kept >= 7 * points):
-            failing.append(f"`{row}` (r {_f(r)}, kept {kept}/{points})")
-        if lowest is None or not (r >= lowest[1]):
-            lowest = (row, r)
-    text = f"{len(rows) - len(failing)} of {len(rows)} rows pass"
-    if failing:
-        text += "; failing: " + ", ".join(failing)
-    elif lowest is not None:
-        text += f"; lowest r {_f(lowest[1])} (`{lowest[0]}`)"
-    return bool(rows) and not failing, text
+        return _ge(r, 0.9) and 9 * kept >= 7 * points, f"r {_f(r)}, kept {kept}/{points}", r
+
+    return _per_row(_groups(m, "pearson_r"), check, "r")
 
 
 def depth_band(layers: int) -> tuple[int, int]:

@@ -368,3 +368,17 @@ def rate_summary(values, ok, *, seed: int = 0) -> dict[str, float]:
 
     s = summarize_rates(np.where(ok, values, 0.0).astype(np.float32), ok, key=jax.random.key(seed))
     return {"mean": float(s.mean), "ci_low": float(s.ci_low), "ci_high": float(s.ci_high)}
+
+
+def mnist_workload(label: str, config, *, fits: int = 0):
+    """The dry run's :class:`~rsd.experiments._estimate.Workload` of an MNIST experiment:
+    ``config.setting(n_train)`` with n_train 60,000 (IDX files) or 4,000 (the offline
+    subset), records once per epoch."""
+    from .. import data
+    from ._estimate import Workload
+
+    n_train = 60_000 if data.mnist_directory(config.mnist_dir) is not None else 4_000
+    n_train = min(n_train, getattr(config, "train_limit", None) or n_train)
+    s = config.setting(n_train)
+    epochs = -(-s.steps // -(-n_train // s.batch_size))
+    return Workload(label, s, config.seeds, 784, 10, n_data=n_train, records=epochs, fits=fits)

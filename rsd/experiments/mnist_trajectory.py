@@ -418,13 +418,7 @@ def plot(result: Result) -> dict:
     return figs
 
 
-def workloads(config: Config) -> list:
-    """The training program of ``run(config)``, for ``rsd reproduce --dry-run`` (60,000
-    training images with the IDX files, 4,000 of the offline subset otherwise)."""
-    from ._estimate import Workload
 
-    n_train = 60_000 if data.mnist_directory(config.mnist_dir) is not None else 4_000
-    n_train = min(n_train, getattr(config, "train_limit", None) or n_train)
-    s = config.setting(n_train)
-    epochs = -(-s.steps // -(-n_train // s.batch_size))
-    return [Workload(ROW, s, config.seeds, 784, 10, n_data=n_train, records=epochs, fits=config.seeds)]
+def workloads(config: Config) -> list:
+    """The training program of ``run(config)``, for ``rsd reproduce --dry-run``."""
+    return [c.mnist_workload(ROW, config, fits=config.seeds)]

@@ -112,6 +112,11 @@ def test_the_lazy_explanation_names_the_invariant():
     metrics["two-points"].update({"gain_1.4/r2_h": -5.0, "gain_1.4/h_end_over_h0": 0.6})
     verdict = _by_number(_claims.evaluate(metrics))[1]
     assert verdict.holds is False and "h² − C·h = k·y" in verdict.evidence and "`gain_1.4`" in verdict.evidence
+    # A row that barely moved (h at 0.99·h0) and did not train is not blamed on the theory.
+    metrics["two-points"].update({"gain_1.4/h_end_over_h0": 0.99, "gain_1.4/kept": 0,
+                                  "gain_1.4/final_loss_above": 4})
+    verdict = _by_number(_claims.evaluate(metrics))[1]
+    assert "h² − C·h" not in verdict.evidence and "4 seeds end above the 1e-2 loss" in verdict.evidence
 
 
 def test_h_rises_with_y_on_the_theory_s_solutions():

@@ -72,6 +72,9 @@ def _groups(metrics: dict, name: str) -> list[str]:
 
 
 R2_MIN = 0.95
+H_FALL = 0.9
+"""A row whose h ends below this fraction of h0 while y rises is one the theory cannot
+follow: on its solutions h rises with y."""
 
 
 def _per_row(rows, check, worst_name):
@@ -98,7 +101,9 @@ def _two_points(m):
     def check(row):
         r2h, r2y, kept, seeds = m[f"{row}/r2_h"], m[f"{row}/r2_y"], m[f"{row}/kept"], m[f"{row}/seeds"]
         details = f"R² h {_f(r2h)}, y {_f(r2y)}, kept {kept}/{seeds}"
-        if m.get(f"{row}/h_end_over_h0", 1.0) < 1.0 and m.get(f"{row}/y_rises", 0) > 0:
+        if m.get(f"{row}/final_loss_above", 0) > 0:
+            details += f"; {m[f'{row}/final_loss_above']} seeds end above the 1e-2 loss"
+        if m.get(f"{row}/h_end_over_h0", 1.0) < H_FALL and m.get(f"{row}/y_rises", 0) > 0:
             details += (f"; h ends at {_f(m[f'{row}/h_end_over_h0'])}·h0 while y rises, and on the "
                         "theory's solutions h rises with y (h² − C·h = k·y)")
         low = min((v for v in (r2h, r2y) if math.isfinite(v)), default=float("nan"))

@@ -9,11 +9,14 @@
   API reference shows) runs, each in a fresh namespace.
 * Every sweep spec shown in a ```toml block is valid.
 * ``mkdocs build --strict`` succeeds with no warning. It runs in a subprocess started
-  by the module's first test, alongside the examples, and is checked by the last test.
+  by the module's first test, alongside the examples, and is checked by the last tests.
+* Every experiment of ``rsd.experiments.REPRODUCE`` has a page in the built site (written
+  by docs/hooks.py) that says what its quick size runs.
 """
 
 from __future__ import annotations
 
+import html
 import importlib
 import os
 import re
@@ -173,7 +176,8 @@ def test_sweep_specs_in_the_docs_are_valid():
         assert plan.cells, page
 
 
-def test_site_builds_strictly(site_build):
+def _finished(site_build):
+    """The built site's folder, once the build has finished with no warning."""
     process, site, log = site_build
     try:
         process.wait(timeout=BUILD_TIMEOUT_S)
@@ -184,8 +188,34 @@ def test_site_builds_strictly(site_build):
     output = log.read_text(encoding="utf-8", errors="replace")
     warnings = [line for line in output.splitlines() if re.match(r"\s*(WARNING|ERROR)\b", line)]
     assert process.returncode == 0 and not warnings, output
+    return site
+
+
+def _text(page_html: str) -> str:
+    """A page's text: tags dropped, entities decoded, white space collapsed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", page_html)).split())
+
+
+def test_site_builds_strictly(site_build):
+    site = _finished(site_build)
     assert (site / "index.html").is_file()
     cli = (site / "guides" / "cli" / "index.html").read_text(encoding="utf-8")
     assert "rsd sweep" in cli and "--distributed" in cli, "the CLI reference lacks the parser's help"
     for package in PACKAGES:
         assert (site / "api" / package / "index.html").is_file()
+
+
+def test_every_experiment_has_a_page(site_build):
+    from rsd.experiments import REGISTRY, REPRODUCE
+
+    site = _finished(site_build)
+    for name in REPRODUCE:
+        page = site / "experiments" / name / "index.html"
+        assert page.is_file(), f"no page for {name} (docs/hooks.py writes experiments/{name}.md)"
+        module = REGISTRY[name]
+        # The page's text has the sentence without its Markdown: `code` is a <code> element.
+        sentence = " ".join(module.describe(module.Config.for_size("quick")).replace("`", "").split())
+        assert sentence in _text(page.read_text(encoding="utf-8")), (
+            f"experiments/{name}: the quick size's describe() sentence is missing")
+    reproduction = (site / "reproduction" / "index.html").read_text(encoding="utf-8")
+    assert all(f'href="../experiments/{name}/"' in reproduction for name in REPRODUCE)

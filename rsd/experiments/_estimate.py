@@ -108,7 +108,7 @@ def estimate(experiment: str, workloads, *, bandwidth_here: float, bandwidth: fl
         record_flops = 0.0 if w.records is None else w.records * 2 * w.n_data * n
         here += s.steps * (w.networks * per_network + chunks * depth_cost) + w.networks * record_flops / FLOPS
         floor += s.steps * w.networks * per_step_bytes / bandwidth
-        programs.add((s.structure() if hasattr(s, "structure") else s, w.in_dim, w.out_dim))
+        programs.add((s.structure(), w.in_dim, w.out_dim))
         networks += w.networks
         steps = max(steps, s.steps)
         seed_steps += w.networks * s.steps

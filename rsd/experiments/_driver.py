@@ -147,16 +147,9 @@ def reproduce(names=None, *, size: str = "quick", out="rsd-out", force: bool = F
     title (e.g. the command and the machine). Returns (path of ``report.md``,
     {experiment: metrics}).
     """
-    from . import REGISTRY, REPRODUCE
-
-    check_size(size)
-    names = list(REPRODUCE) if not names else list(names)
-    for name in names:
-        _module(name)
-    # Dependencies first (final-distance reuses two-points' rates from the folder).
-    names.sort(key=lambda n: list(REGISTRY).index(n))
+    configs = _configs(names, size, overrides)
+    names = list(configs)
     out = prepare_output(out)
-    configs = {name: make_config(name, size=size, overrides=overrides) for name in names}
     outcomes = [run_experiment(name, size=size, out=out, force=force, progress=progress,
                                config=configs[name], log=log, devices=devices) for name in names]
     all_metrics = {o.name: o.metrics for o in outcomes}
@@ -177,19 +170,15 @@ def estimate_reproduction(names=None, *, size: str = "quick", overrides=(), band
     (final-distance's and xor's two-points rates) is counted where no experiment of this
     run provides it.
     """
-    from . import REGISTRY, REPRODUCE
+    from . import REGISTRY
     from ._estimate import describe_estimates, estimate
     from ..bench._core import memory_bandwidth
 
-    check_size(size)
     if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0 \
             or not np.isfinite(bandwidth):
         raise ValueError(f"--bandwidth must be a positive number of bytes/s; got {bandwidth!r}.")
-    names = list(REPRODUCE) if not names else list(names)
-    for name in names:
-        _module(name)
-    names.sort(key=lambda n: list(REGISTRY).index(n))
-    configs = {name: make_config(name, size=size, overrides=overrides) for name in names}
+    configs = _configs(names, size, overrides)
+    names = list(configs)
     here = memory_bandwidth(megabytes=256, repeats=3)
     estimates = []
     for name in names:
@@ -205,6 +194,19 @@ def estimate_reproduction(names=None, *, size: str = "quick", overrides=(), band
 
 
 # --------------------------------------------------------------------------- internals
+
+
+def _configs(names, size, overrides) -> dict:
+    """{name: config} of the experiments ``names`` (default: every reproduction), checked,
+    in registry order (a dependency before its users: final-distance reuses two-points)."""
+    from . import REGISTRY, REPRODUCE
+
+    check_size(size)
+    names = list(REPRODUCE) if not names else list(names)
+    for name in names:
+        _module(name)
+    names.sort(key=lambda n: list(REGISTRY).index(n))
+    return {name: make_config(name, size=size, overrides=overrides) for name in names}
 
 
 def _module(name):

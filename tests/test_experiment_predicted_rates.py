@@ -2,7 +2,7 @@
 
 The session fixture (conftest, one tiny ``rsd reproduce``) writes the files; the tests
 recompute the metrics from the saved arrays with numpy, the theory at the predicted
-rates with scipy, and check that training in segments is the unsegmented run.
+rates with scipy, and check the Adam row's predictions against a hand-written Adam loop.
 """
 
 import json
@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-from rsd import data, training
+import jax
+import optax
+
+from rsd import data, fitting, training
 from rsd.experiments import predicted_rates as pr
 
 NAME = "predicted-rates"
@@ -97,27 +100,44 @@ def test_r2_at_the_predicted_rates_against_scipy(saved):
     assert checked > 0
 
 
-def test_training_in_segments_is_the_unsegmented_run():
-    """SGD has no optimizer state: continuing from the parameters is the same run."""
-    setting = pr.Config.for_size("tiny").setting("default").replace(steps=60)
-    x, y = data.two_points(setting.dx2, setting.dy2)
-    rec, ok, bounds, snapshots, network = pr.train_segments(setting, x, y, 2, 3)
-    assert list(bounds) == [0, 20, 40, 60] and ok.all() and len(snapshots) == 4
-    whole = training.train(setting, x, y, seeds=range(2), return_params=True)
-    # The first snapshot is train's own initialization (its documented keys).
-    np.testing.assert_allclose(rec["h"][:, 0], np.asarray(whole.h[:, 0, 0]), rtol=1e-6)
-    np.testing.assert_allclose(rec["h"], np.asarray(whole.h[..., 0]), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(rec["y"], np.asarray(whole.y), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(rec["loss"], np.asarray(whole.loss), rtol=1e-5, atol=1e-8)
-    for got, want in zip(network.to_layers(snapshots[-1]), network.to_layers(whole.params)):
-        for g, w in zip(got, want):
-            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-7)
+def test_adam_predictions_use_the_step_adam_took_in_one_run():
+    """The adam row, one training run: at checkpoints 20 and 40 the prediction is read off
+    the step Adam took there, against optax Adam written out step by step."""
+    config = pr.Config(rows=("adam",), seeds=2, width=16, depth=4, steps=60, checkpoints=3)
+    setting = config.setting("adam")
+    assert setting.optimizer == "adam"
+    x, y = data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim, out_dim=setting.out_dim)
+    row = pr.run_row(config, "adam")
+    assert list(row.checkpoint_steps) == [0, 20, 40, 60]
+    network = setting.network(setting.in_dim, setting.out_dim)
+
+    def loss(p):
+        out, _ = network.apply(p, x)
+        return 0.5 * jax.numpy.mean((out - y) ** 2)
+
+    opt = optax.adam(setting.lr)
+    step = jax.jit(lambda p, s: opt.update(jax.grad(loss)(p), s, p))
+    for s in range(2):
+        params = network.init(jax.random.split(jax.random.fold_in(jax.random.key(0), s), 3)[0])
+        state = opt.init(params)
+        kept = {}
+        for t in range(42):
+            if t in (20, 21, 40, 41):
+                kept[t] = params
+            updates, state = step(params, state)
+            params = optax.apply_updates(params, updates)
+        for k, c in ((1, 20), (2, 40)):
+            update = jax.tree.map(lambda a, b: a - b, kept[c + 1], kept[c])
+            want = fitting.predicted_rates(network, kept[c], x, y, layer=setting.layers[0], update=update,
+                                           loss=setting.loss)
+            np.testing.assert_allclose(row.predicted[s, k], [float(want.eta_h), float(want.eta_y),
+                                                             float(want.eta_mean)], rtol=2e-3)
 
 
 def test_config_checks_and_rows():
-    assert "adam" not in pr.ROWS and "default" in pr.ROWS
+    assert "adam" in pr.ROWS and "default" in pr.ROWS
     with pytest.raises(ValueError, match="rows"):
-        pr.Config(rows=("adam",))
+        pr.Config(rows=("nope",))
     with pytest.raises(ValueError, match="checkpoints"):
         pr.Config(checkpoints=1)
     with pytest.raises(ValueError, match="steps"):

@@ -102,7 +102,7 @@ def test_fit_rates(data):
     assert fit.status.shape == batch and fit.r2.shape == batch + (3,)
     status = np.asarray(fit.status)
     assert np.all(status[invalid] == FitStatus.BAD_DATA), (status, invalid)
-    assert np.all(np.isin(status, list(FitStatus)))
+    assert np.all(np.isin(status, [s for s in FitStatus if s >= 0]))
     # Only a fit that produced rates reports them.
     assert np.all(np.isfinite(np.asarray(fit.eta_h))[status <= FitStatus.NOT_CONVERGED])
 

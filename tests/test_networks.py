@@ -404,7 +404,7 @@ def test_bad_settings_raise_value_error_naming_the_field(field, kwargs):
 @pytest.mark.parametrize("rows", [0, 1, 2, 3, 8, 9])
 def test_dense_layer_derivatives_equal_a_plain_dot(rows, x64):
     """The fused-update dense layer has the derivatives of x·W + b, in both modes."""
-    from rsd.networks._architectures import dense
+    from rsd.networks._layers import dense
 
     k1, k2, k3, k4 = jax.random.split(jax.random.key(rows), 4)
     x = jax.random.normal(k1, (rows, 5))

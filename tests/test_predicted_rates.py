@@ -1,13 +1,12 @@
-"""rsd.theory.predicted_rates: rates read off one gradient step (docs/predicted-rates.md)."""
+"""rsd.fitting.predicted_rates: rates read off one gradient step (docs/predicted-rates.md)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rsd.fitting import fit_loss_rate, fit_rates
+from rsd.fitting import PredictedRates, fit_loss_rate, fit_rates, predicted_rates
 from rsd.networks import make_network
-from rsd.theory import PredictedRates, predicted_rates
 from rsd.training import Setting, train
 
 D_IN, WIDTH = 3, 8

@@ -30,13 +30,14 @@ def _reference(z0, p, ts, rtol=1e-12, atol=1e-14):
 
 
 def test_solve_fits_and_linearized_call_the_same_core():
-    assert fitting_rates.trajectory is solve_module.trajectory
-    assert linearized_module.trajectory is solve_module.trajectory
+    assert fitting_rates.solve_trajectory is theory.solve_trajectory
+    assert linearized_module.solve_trajectory is theory.solve_trajectory
+    assert solve_module.solve_trajectory is theory.solve_trajectory
     # The fits take their tolerances from the same defaults, 10x tighter in float64.
-    assert solve_module.default_tolerances(jnp.float64) == (1e-6, 1e-9)
-    assert solve_module.default_tolerances(jnp.float64, tighten=10.0) == pytest.approx((1e-7, 1e-10))
-    assert solve_module.default_tolerances(jnp.float32, tighten=10.0) == (1e-5, 1e-8)
-    explicit = solve_module.default_tolerances(jnp.float64, 1e-3, None, tighten=10.0)
+    assert theory.default_tolerances(jnp.float64) == (1e-6, 1e-9)
+    assert theory.default_tolerances(jnp.float64, tighten=10.0) == pytest.approx((1e-7, 1e-10))
+    assert theory.default_tolerances(jnp.float32, tighten=10.0) == (1e-5, 1e-8)
+    explicit = theory.default_tolerances(jnp.float64, 1e-3, None, tighten=10.0)
     assert explicit == (1e-3, pytest.approx(1e-10))
 
 
@@ -77,7 +78,7 @@ def test_long_trajectories_take_the_second_explicit_pass(x64):
         np.testing.assert_allclose(sol.zs[i], ref, rtol=1e-8, atol=1e-12)
     # The second pass is a whole solve with the full budget: one pass of the core
     # with max_steps gives the same trajectory and the steps beyond the first budget.
-    one = jax.jit(jax.vmap(lambda z, a, b: solve_module.trajectory(
+    one = jax.jit(jax.vmap(lambda z, a, b: theory.solve_trajectory(
         z, jnp.asarray(TS), (a, b, 1.0, 0.5), max_steps=4096, **tight)))(
         jnp.asarray(z0), jnp.asarray(p[0]), jnp.asarray(p[1]))
     np.testing.assert_allclose(sol.zs, one.zs, rtol=1e-12, atol=1e-15)

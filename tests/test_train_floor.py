@@ -17,7 +17,7 @@ from rsd import data, training
 
 from .helpers import run_records as _records
 from .helpers import setting_pair as _pair
-from rsd.training import _engine
+from rsd.training import _engine, _placement
 
 
 def _setting(**kw):
@@ -64,7 +64,7 @@ def test_the_cache_cap_sets_the_chunk_and_changes_no_result(monkeypatch, optimiz
     whole = training.train(s, x, y, seeds=range(4), chunk_size=4)
     # float32 parameters (and Adam's two moments): room for exactly 2 seeds.
     state = 4 * _mlp_params(s.width, s.depth) * copies
-    monkeypatch.setattr(_engine, "AUTO_CHUNK_CACHE_BYTES", 2 * state + 1)
+    monkeypatch.setattr(_placement, "AUTO_CHUNK_CACHE_BYTES", 2 * state + 1)
     sizes = _spy_chunks(monkeypatch)
     capped = training.train(s, x, y, seeds=range(4))
     assert sizes == [2, 2]
@@ -72,7 +72,7 @@ def test_the_cache_cap_sets_the_chunk_and_changes_no_result(monkeypatch, optimiz
         np.testing.assert_array_equal(a, _records(whole)[name], err_msg=name)
     # One byte less: one seed per chunk.
     monkeypatch.undo()
-    monkeypatch.setattr(_engine, "AUTO_CHUNK_CACHE_BYTES", 2 * state - 1)
+    monkeypatch.setattr(_placement, "AUTO_CHUNK_CACHE_BYTES", 2 * state - 1)
     sizes = _spy_chunks(monkeypatch, run=False)
     with pytest.raises(_Stop):
         training.train(s, x, y, seeds=range(3))
@@ -82,7 +82,7 @@ def test_the_cache_cap_sets_the_chunk_and_changes_no_result(monkeypatch, optimiz
 def test_the_memory_budget_still_bounds_the_chunk(monkeypatch):
     s = _setting()
     x, y = _pair(s)
-    monkeypatch.setattr(_engine, "AUTO_CHUNK_CACHE_BYTES", 2**40)
+    monkeypatch.setattr(_placement, "AUTO_CHUNK_CACHE_BYTES", 2**40)
     sizes = _spy_chunks(monkeypatch)
     training.train(s, x, y, seeds=range(5))
     assert sizes == [8]  # 5 seeds: the power-of-two bucket of 8, under AUTO_CHUNK_MAX
@@ -91,7 +91,7 @@ def test_the_memory_budget_still_bounds_the_chunk(monkeypatch):
     assert sizes == [1, 1, 1]
     # A given chunk_size is used as given, whatever the cache.
     sizes.clear()
-    monkeypatch.setattr(_engine, "AUTO_CHUNK_CACHE_BYTES", 1)
+    monkeypatch.setattr(_placement, "AUTO_CHUNK_CACHE_BYTES", 1)
     training.train(s, x, y, seeds=range(4), chunk_size=4)
     assert sizes == [4]
 
@@ -101,7 +101,7 @@ def test_the_paper_settings_get_cache_sized_chunks(monkeypatch):
     16 MiB cap: one seed per chunk. Narrow (P=50): 48,601 parameters = 194 kB: 86 fit,
     so the largest power of two, 64 (also AUTO_CHUNK_MAX)."""
     assert _mlp_params(500, 20) == 4_761_001 and _mlp_params(50, 20) == 48_601
-    assert _engine.AUTO_CHUNK_CACHE_BYTES == 16 * 2**20
+    assert _placement.AUTO_CHUNK_CACHE_BYTES == 16 * 2**20
     x, y = data.two_points(1.0, 0.5)
     for width, expected in ((500, 1), (50, 64)):
         s = training.Setting(architecture="mlp", activation="leaky_relu", width=width,
@@ -118,14 +118,14 @@ def test_the_paper_settings_get_cache_sized_chunks(monkeypatch):
 
 def test_no_cache_cap_on_accelerators():
     gpu = types.SimpleNamespace(devices=np.array([types.SimpleNamespace(platform="gpu")]))
-    assert _engine._cache_chunk(10**9, gpu) is None
+    assert _placement._cache_chunk(10**9, gpu) is None
     cpus = types.SimpleNamespace(devices=np.array([types.SimpleNamespace(platform="cpu")] * 2))
     # Per device: 16 MiB / 5 MiB -> 3 fit -> 2 seeds each, 4 over both devices.
-    assert _engine._cache_chunk(5 * 2**20, cpus) == 4
-    assert _engine._cache_chunk(10**9, cpus) == 2  # at least one seed per device
-    assert _engine._auto_chunk(1, 2**40, cache_chunk=None) == _engine.AUTO_CHUNK_MAX
-    assert _engine._auto_chunk(1, 2**40, cache_chunk=4) == 4
-    assert _engine._auto_chunk(100, 250, cache_chunk=4) == 2
+    assert _placement._cache_chunk(5 * 2**20, cpus) == 4
+    assert _placement._cache_chunk(10**9, cpus) == 2  # at least one seed per device
+    assert _placement._auto_chunk(1, 2**40, cache_chunk=None) == _placement.AUTO_CHUNK_MAX
+    assert _placement._auto_chunk(1, 2**40, cache_chunk=4) == 4
+    assert _placement._auto_chunk(100, 250, cache_chunk=4) == 2
 
 
 @pytest.mark.parametrize("return_params", [False, True])

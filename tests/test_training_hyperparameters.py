@@ -188,8 +188,8 @@ def test_a_chunk_out_of_memory_is_halved_and_retried(monkeypatch):
         np.testing.assert_array_equal(a, _records(whole)[name], err_msg=name)
     # Other errors are not retried.
     monkeypatch.undo()
-    from rsd.training import _engine
-    monkeypatch.setattr(_engine, "_is_out_of_memory", lambda e: False)
+    from rsd.training import _placement
+    monkeypatch.setattr(_placement, "_is_out_of_memory", lambda e: False)
     _spy_chunks(monkeypatch, fail_above=2)
     with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED"):
         training.train(s, x, y, seeds=range(5), chunk_size=8)

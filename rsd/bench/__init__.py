@@ -25,7 +25,7 @@ import traceback
 from ._core import format_table, load_average, machine_facts, memory_bandwidth, say, write_json
 from ._rows import PROFILES, ROW_FUNCTIONS, need_scipy
 
-__all__ = ["run", "ROWS", "PROFILES", "format_table"]
+__all__ = ["run", "ROWS", "PROFILES", "format_table", "memory_bandwidth"]
 
 ROWS = tuple(ROW_FUNCTIONS)
 """The row names ``run`` accepts, in the order they run."""

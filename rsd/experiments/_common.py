@@ -14,6 +14,9 @@ import typing
 
 import numpy as np
 
+from ..networks import cnn_min_width
+from ..fitting import NOT_FITTED, fit_rates_masked
+
 __all__ = [
     "SIZES",
     "apply_overrides",
@@ -156,8 +159,10 @@ def subsample_times(n_steps: int, n_points: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- two-point runs
 
-TRAINING_DIVERGED = -1
-"""Fit status recorded for a seed whose training diverged (it is never fitted)."""
+TRAINING_DIVERGED = NOT_FITTED
+"""Fit status recorded for a seed whose training diverged (it is never fitted):
+:data:`rsd.fitting.NOT_FITTED` (−1), the status :func:`rsd.fitting.fit_rates_masked`
+(used here) gives the seeds it leaves out."""
 
 
 def two_point_setting(row: str, *, width=None, depth=None, lr=None, steps=None, layers=None,
@@ -183,7 +188,7 @@ def two_point_setting(row: str, *, width=None, depth=None, lr=None, steps=None, 
         changes["depth"] = depth
         changes["layers"] = (scaled_layer(s.layers[0], s.depth, depth),)
     if width is not None and width < s.width:
-        changes["width"] = max(width, 10 * (d + 1) + 16) if s.architecture == "cnn" else width
+        changes["width"] = max(width, cnn_min_width(d) + 15) if s.architecture == "cnn" else width
     if lr is not None:
         changes["lr"] = lr
     if steps is not None:
@@ -246,47 +251,6 @@ class SeedFits:
         return self.status == FitStatus.OK
 
 
-def _usable(trained, *series):
-    """(indices of the seeds to fit, a gather index over all seeds): a seed is usable when
-    it trained, its series [S, T] are finite and its h0 (the first series) is positive.
-    Every seed slot goes into the fit, so the compiled program depends on the seed count
-    only; a masked slot holds a copy of a usable seed's data and its results are
-    discarded (fits do not depend on their batch neighbours)."""
-    good = np.asarray(trained, bool) & (series[0][:, 0] > 0)
-    for a in series:
-        good &= np.all(np.isfinite(a), axis=-1)
-    idx = np.flatnonzero(good)
-    fill = np.where(good, np.arange(good.size), idx[0] if idx.size else 0)
-    return idx, fill
-
-
-def fit_rates_masked(h, y, w, dx2, dy2, trained, *, ts=None, vector_field=None):
-    """(η_h, η_y, fit loss, R² [S, 3], status) per seed of (h, y, w) [S, T] recorded at
-    steps ``ts`` (default 0 … T − 1). Diverged seeds (``trained`` False), non-finite
-    records and h0 ≤ 0 are masked out *before* fitting (status ``TRAINING_DIVERGED``,
-    NaN rates), so they can never disturb the others' fits."""
-    from .. import fitting
-
-    h, y, w = (np.asarray(a) for a in (h, y, w))
-    s = h.shape[0]
-    dx2 = np.broadcast_to(np.asarray(dx2, h.dtype), (s,))
-    dy2 = np.broadcast_to(np.asarray(dy2, h.dtype), (s,))
-    eta_h, eta_y = np.full(s, np.nan), np.full(s, np.nan)
-    loss, r2 = np.full(s, np.inf), np.full((s, 3), np.nan)
-    status = np.full(s, TRAINING_DIVERGED, np.int32)
-    idx, fill = _usable(trained, h, y, w)
-    if idx.size == 0:
-        return eta_h, eta_y, loss, r2, status
-    kwargs = {} if vector_field is None else {"vector_field": vector_field}
-    if ts is not None:
-        kwargs["ts"] = np.asarray(ts, h.dtype)
-    fit = fitting.fit_rates(h[fill], y[fill], w[fill], dx2[fill], dy2[fill], **kwargs)
-    eta_h[idx], eta_y[idx] = np.asarray(fit.eta_h)[idx], np.asarray(fit.eta_y)[idx]
-    loss[idx], r2[idx] = np.asarray(fit.loss)[idx], np.asarray(fit.r2)[idx]
-    status[idx] = np.asarray(fit.status)[idx]
-    return eta_h, eta_y, loss, r2, status
-
-
 def fit_seeds(h, y, w, loss, e0, dx2, dy2, trained, *, vector_field=None) -> SeedFits:
     """Fit (η_h, η_y) to each trained seed's h, y, w [S, T] and η_ȳ to its loss [S, T]
     (every step recorded); seeds are masked as in :func:`fit_rates_masked`, and seeds
@@ -301,9 +265,13 @@ def fit_seeds(h, y, w, loss, e0, dx2, dy2, trained, *, vector_field=None) -> See
     out = SeedFits(eta_h=eta_h, eta_y=eta_y, loss=fit_loss, r2=r2, status=status,
                    eta_mean=np.full(s, np.nan),
                    eta_mean_status=np.full(s, TRAINING_DIVERGED, np.int32))
-    idx, fill = _usable(usable, h, y, w)
+    # η_ȳ for the same seeds as (η_h, η_y): those fit_rates_masked did not leave out,
+    # left-out slots gathering the first of them (same compiled program for any mask).
+    fitted = status != TRAINING_DIVERGED
+    idx = np.flatnonzero(fitted)
     if idx.size == 0:
         return out
+    fill = np.where(fitted, np.arange(s), idx[0])
     dy2 = np.broadcast_to(np.asarray(dy2, h.dtype), (s,))
     e0 = np.broadcast_to(np.asarray(e0, h.dtype), (s,))
     zs = np.stack([h[fill], y[fill], w[fill]], -1)

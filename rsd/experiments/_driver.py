@@ -6,6 +6,11 @@ writes ``OUT/report.md`` and ``OUT/metrics.json``. Every folder and file appears
 whole or not at all: work happens in a hidden ``.NAME.partial-PID`` folder that is
 renamed into place when complete and removed if the run is interrupted. A finished
 experiment whose ``config.json`` matches is reused unless ``force``.
+
+Resuming: each experiment's units of work (a table row, a regime, …) are kept in
+``OUT/NAME/sweep/`` (:class:`rsd.sweeps.UnitStore`) as they finish, so a killed run
+restarts at its first unfinished unit and computes the same numbers; the units stay
+with the finished result, so a rerun with one more row computes only that row.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +27,10 @@ import numpy as np
 
 from ._claims import claims_metrics, claims_table, evaluate as evaluate_claims
 from ._common import SIZES, apply_overrides, check_size
+
+SWEEP = "sweep"
+"""The folder in ``OUT/NAME/`` that keeps an experiment's finished units (rows) for
+resuming (:class:`rsd.sweeps.UnitStore`)."""
 
 __all__ = ["Outcome", "prepare_output", "make_config", "run_experiment", "reproduce", "estimate_reproduction"]
 
@@ -44,19 +52,9 @@ class Outcome:
 
 def prepare_output(out) -> Path:
     """Create ``out`` (a folder) if needed and check it is writable; ValueError if not."""
-    out = Path(out)
-    for parent in [out, *out.parents]:
-        if parent.exists() and not parent.is_dir():
-            where = "is" if parent == out else f"is below {str(parent)!r}, which is"
-            raise ValueError(f"--out {str(out)!r} {where} a file, not a folder.")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".rsd-write-check-", dir=out)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as error:
-        raise ValueError(f"--out {str(out)!r} is not a writable folder ({error.strerror or error}).") from None
-    return out
+    from ..sweeps import writable_folder
+
+    return writable_folder(out, name="--out")
 
 
 def make_config(name: str, *, size: str = "quick", overrides=(), seeds: int | None = None):
@@ -103,13 +101,18 @@ def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int |
         if previous is not None:
             log(f"{name}: using the {need} result in {out / need}")
             upstream[need] = previous["metrics"]
-    log(f"{name}: running ({size})")
-    start = time.perf_counter()
+    from ..sweeps import UnitStore
     from ..training import use_devices
 
+    store = UnitStore(folder / SWEEP, key=_unit_key(record), force=force)
+    done = len(store.finished())
+    log(f"{name}: running ({size})" + (f", resuming: {done} finished units in {store.folder}" if done else ""))
+    start = time.perf_counter()
     with use_devices(devices):
-        result = module.run(config, upstream=upstream, progress=progress)
+        result = module.run(config, upstream=upstream, progress=progress, store=store)
     seconds = time.perf_counter() - start
+    if store.reused:
+        log(f"{name}: {store.reused} units reused, {store.ran} computed")
     metrics = {k: _number(v) for k, v in module.metrics(result).items()}
     partial = out / f".{name}.partial-{os.getpid()}"
     try:
@@ -128,7 +131,10 @@ def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int |
         (partial / "summary.txt").write_text(summary + "\n")
         _write_json(partial / "metrics.json", metrics)
         _write_csv(partial / "metrics.csv", metrics)
-        _write_json(partial / "config.json", {**record, "figures": list(figures), "seconds": seconds})
+        _write_json(partial / "config.json", {**record, "figures": list(figures), "seconds": seconds,
+                                              "units": {"ran": store.ran, "reused": store.reused}})
+        # The finished units stay with the result: a rerun with one more row computes that row only.
+        (folder / SWEEP).rename(partial / SWEEP)
         _replace_folder(partial, folder)
     finally:
         if partial.exists():
@@ -172,7 +178,7 @@ def estimate_reproduction(names=None, *, size: str = "quick", overrides=(), band
     """
     from . import REGISTRY
     from ._estimate import describe_estimates, estimate
-    from ..bench._core import memory_bandwidth
+    from ..bench import memory_bandwidth
 
     if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0 \
             or not np.isfinite(bandwidth):
@@ -215,6 +221,13 @@ def _module(name):
     if name not in REGISTRY:
         raise ValueError(f"unknown experiment {name!r}; choose from {', '.join(REGISTRY)}.")
     return REGISTRY[name]
+
+
+def _unit_key(record: dict) -> dict:
+    """What an experiment's units belong to: its name and configuration but for the rows
+    (or regimes) it runs, since each row is computed on its own (see ``_serves``)."""
+    config = {k: v for k, v in record["config"].items() if k not in ("rows", "regimes")}
+    return {"experiment": record["experiment"], "config": config}
 
 
 def _config_record(name, size, config) -> dict:
@@ -275,13 +288,9 @@ def _write_json(path: Path, data, atomic: bool = False):
 
 
 def _write_text(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from ..sweeps import write_atomic
+
+    write_atomic(path, text)
 
 
 def _write_csv(path: Path, metrics: dict):

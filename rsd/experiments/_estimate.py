@@ -23,7 +23,6 @@ accelerator approaches only for wide networks and many seeds.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 __all__ = ["Workload", "Estimate", "estimate", "describe_estimates"]
@@ -80,8 +79,9 @@ class Estimate:
 
 
 def _parameters(w: Workload) -> int:
-    network = w.setting.network(w.in_dim, w.out_dim)
-    return int(sum(math.prod(a) + math.prod(b) for a, b in network.layer_shapes))
+    from ..training import parameter_count
+
+    return parameter_count(w.setting.network(w.in_dim, w.out_dim))
 
 
 def estimate(experiment: str, workloads, *, bandwidth_here: float, bandwidth: float) -> Estimate:

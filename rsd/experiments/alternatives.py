@@ -15,6 +15,7 @@ import numpy as np
 
 from .._validation import check_int_range, check_real
 from .. import theory, training
+from ..sweeps import run_unit
 from . import _common as c
 
 __all__ = ["Config", "Result", "FIELDS", "run", "plot", "metrics", "arrays", "summary"]
@@ -79,16 +80,18 @@ class Result:
     curves: dict  # name -> [S, P, 3] theory at that field's fitted rates
 
 
-def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> Result:
+def run(config: Config = Config(), *, upstream=None, progress: bool = False,
+        store=None) -> Result:
     del upstream
     setting = config.setting()
-    p = c.train_pair(setting, config.seeds)
+    p = run_unit(store, "train", lambda: c.train_pair(setting, config.seeds))
     h, yy, w, loss, e0, dx2, dy2, trained = p.h, p.y, p.w, p.loss, p.e0, p.dx2, p.dy2, p.trained
     measured = p.measured
     t_plot = c.subsample_times(setting.steps, 300)
     fits, curves = {}, {}
     for name, field in c.progress_bar(FIELDS, desc="alternatives fields", enabled=progress):
-        fits[name] = c.fit_seeds(h, yy, w, loss, e0, dx2, dy2, trained, vector_field=field)
+        fits[name] = run_unit(store, f"fit={name}", lambda: c.fit_seeds(h, yy, w, loss, e0, dx2, dy2, trained,
+                                                                       vector_field=field))
         curves[name] = c.theory_curves(measured[:, 0], t_plot, fits[name].eta_h, fits[name].eta_y, dx2,
                                        dy2, vector_field=field)
     # Compare fields on the same seeds: those every field could fit at some rates.

@@ -198,14 +198,20 @@ class Result:
         return np.min(np.stack([self.table["r2_h"], self.table["r2_y"], self.table["r2_w"]]), axis=0)
 
 
-def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> Result:
+def run(config: Config = Config(), *, upstream=None, progress: bool = False,
+        store=None) -> Result:
     from .. import sweeps
 
     del upstream
     parsed = sweeps.parse_spec(spec(config))
-    with tempfile.TemporaryDirectory(prefix="rsd-atlas-") as folder:
+    if store is not None:  # the sweep resumes from OUT/atlas/sweep/spec-<hash>/
+        folder = store.folder / f"spec-{parsed.spec_hash[:16]}"
         report = sweeps.run_sweep(parsed, folder, progress=progress)
         table = sweeps.read_results(folder)
+    else:
+        with tempfile.TemporaryDirectory(prefix="rsd-atlas-") as folder:
+            report = sweeps.run_sweep(parsed, folder, progress=progress)
+            table = sweeps.read_results(folder)
     columns = {name: table.column(name).to_numpy(zero_copy_only=False)
                for name in table.column_names if name != "layers"}
     columns["layer"] = np.array([v[0] for v in table.column("layers").to_pylist()])

@@ -33,6 +33,7 @@ import numpy as np
 
 from .._validation import check_int_range, check_real
 from .. import data, training
+from ..sweeps import run_unit
 from . import _common as c
 
 __all__ = ["Config", "Result", "RegimeResult", "run", "run_regime", "plot", "metrics", "arrays",
@@ -160,7 +161,8 @@ def blob_labels(x, y, n_centers: int):
     return context, np.concatenate([y[:half], y[:half]]), np.concatenate([y[half:], y[half:]])
 
 
-def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> Result:
+def run(config: Config = Config(), *, upstream=None, progress: bool = False,
+        store=None) -> Result:
     """Train every regime's seeds on the context blobs; summarize and embed the final layer-2
     representations (``upstream`` is not used)."""
     del upstream
@@ -169,7 +171,8 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> 
     mds_index = _mds_subset(config)
     regimes = []
     for regime in c.progress_bar(config.regimes, desc="context regimes", enabled=progress):
-        regimes.append(run_regime(config, regime, x, y, context, x_pos, y_pos, mds_index))
+        regimes.append(run_unit(store, f"regime={regime}",
+                                lambda: run_regime(config, regime, x, y, context, x_pos, y_pos, mds_index)))
     return Result(config=config, regimes=tuple(regimes), context=context, x_position=x_pos,
                   y_position=y_pos, mds_index=mds_index)
 

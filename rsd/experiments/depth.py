@@ -15,6 +15,7 @@ import numpy as np
 
 from .._validation import check_int_range
 from .. import fitting, training
+from ..sweeps import run_unit
 from . import _common as c
 
 __all__ = ["Config", "Result", "run", "plot", "metrics", "arrays", "summary", "REFERENCE_LOSSES"]
@@ -91,10 +92,11 @@ class Result:
             return np.array([c.median_or_nan(loss[:, k]) for k in range(loss.shape[1])])
 
 
-def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> Result:
+def run(config: Config = Config(), *, upstream=None, progress: bool = False,
+        store=None) -> Result:
     del upstream, progress
     setting = config.setting()
-    p = c.train_pair(setting, config.seeds, all_layers=True)
+    p = run_unit(store, "train", lambda: c.train_pair(setting, config.seeds, all_layers=True))
     h, yy, w = p.h, p.y, p.w
     trained = p.trained & np.all(np.isfinite(h), axis=(1, 2))
     s, _, n_layers = h.shape

@@ -17,6 +17,7 @@ import numpy as np
 
 from .._validation import check_int_range, check_real
 from .. import data, theory, training
+from ..sweeps import run_unit
 from . import _common as c
 from . import two_points
 
@@ -122,21 +123,23 @@ class Result:
     rates_source: str
 
 
-def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> Result:
-    rates, source = _rates(config, upstream, progress)
+def run(config: Config = Config(), *, upstream=None, progress: bool = False,
+        store=None) -> Result:
+    rates, source = _rates(config, upstream, progress, store)
     rows = []
     for row in c.progress_bar(config.rows, desc="final-distance rows", enabled=progress):
-        rows.append(run_row(config, row, *rates[row]))
+        rows.append(run_unit(store, f"row={row}", lambda: run_row(config, row, *rates[row]),
+                             inputs=[float(r) for r in rates[row]]))
     return Result(config=config, rows=tuple(rows), rates_source=source)
 
 
-def _rates(config, upstream, progress):
+def _rates(config, upstream, progress, store=None):
     if upstream and "two-points" in upstream:
         m = upstream["two-points"]
         if all(f"{row}/eta_h" in m for row in config.rows):
             return ({row: (m[f"{row}/eta_h"], m[f"{row}/eta_y"]) for row in config.rows},
                     "two-points result in the output folder")
-    result = two_points.run(config.rates_config(), progress=progress)
+    result = two_points.run(config.rates_config(), progress=progress, store=store)
     return two_points.rates(result), "two-points fitted here"
 
 

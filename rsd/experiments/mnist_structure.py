@@ -19,6 +19,7 @@ import numpy as np
 
 from .._validation import check_int_range
 from .. import data, theory, training
+from ..sweeps import run_unit
 from . import _common as c
 
 __all__ = ["Config", "Result", "run", "plot", "metrics", "arrays", "summary", "describe",
@@ -116,7 +117,8 @@ def structure_indices(labels, uses_idx_files: bool) -> np.ndarray:
     return data.balanced_indices(labels, STRUCTURE_IMAGES // 10)
 
 
-def run(config: Config | None = None, *, upstream=None, progress: bool = False) -> Result:
+def run(config: Config | None = None, *, upstream=None, progress: bool = False,
+        store=None) -> Result:
     del upstream
     import jax
 
@@ -135,12 +137,12 @@ def run(config: Config | None = None, *, upstream=None, progress: bool = False) 
 
     setting = config.setting(n_train)
     layer = setting.layers[0]
-    rec = training.train(setting, x_train, y_train, seeds=range(config.seeds), tracked=x_train[idx],
-                         matrix_steps=(setting.steps,), matrix_layers=(layer,), return_params=True,
-                         progress=progress,
-                         # only the final matrices are used: the pair's h, y, w and the
-                         # full-data loss are recorded once (step 0), not every step
-                         record_every=setting.steps)
+    rec = run_unit(store, "train", lambda: training.train(
+        setting, x_train, y_train, seeds=range(config.seeds), tracked=x_train[idx],
+        matrix_steps=(setting.steps,), matrix_layers=(layer,), return_params=True, progress=progress,
+        # only the final matrices are used: the pair's h, y, w and the full-data loss are
+        # recorded once (step 0), not every step
+        record_every=setting.steps))
     measured_runs = np.asarray(rec.hidden_matrices[:, -1, 0], np.float64)
     trained = (np.asarray(rec.status) == training.Status.OK) & np.all(np.isfinite(measured_runs), axis=(1, 2))
 

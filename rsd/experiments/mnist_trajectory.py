@@ -17,6 +17,7 @@ import numpy as np
 
 from .._validation import check_int_range, check_real
 from .. import data, fitting, training
+from ..sweeps import run_unit
 from . import _common as c
 
 __all__ = ["Config", "Result", "run", "plot", "metrics", "arrays", "summary", "describe",
@@ -189,7 +190,8 @@ def _load(config: Config):
     return split, directory is not None
 
 
-def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> Result:
+def run(config: Config = Config(), *, upstream=None, progress: bool = False,
+        store=None) -> Result:
     del upstream
     import jax
 
@@ -203,8 +205,9 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> 
     pair = choose_pair(labels_train, config.pair_seed)
     setting = config.setting(n_train)
     per_epoch = steps_per_epoch(n_train)
-    rec = training.train(setting, x_train, y_train, seeds=range(config.seeds), pair=pair,
-                         record_every=per_epoch, return_params=True, progress=progress)
+    rec = run_unit(store, "train", lambda: training.train(
+        setting, x_train, y_train, seeds=range(config.seeds), pair=pair, record_every=per_epoch,
+        return_params=True, progress=progress))
     record_steps = np.asarray(rec.record_steps, np.int64)
     h, yy, w = (np.asarray(a, np.float64) for a in (rec.h[..., 0], rec.y, rec.w))
     loss = np.asarray(rec.loss, np.float64)

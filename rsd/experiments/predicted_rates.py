@@ -1,20 +1,19 @@
 """Effective rates predicted from the network's own gradient step, against the fitted ones.
 
-Per row of the 2-points table (the two-point protocol of the reference notebook 2_points: SGD at the table's
-lr / 2 for 2·n_epochs steps): each seed is trained in equal segments, so its parameters
-are at hand at checkpoints 0 = c_0 < c_1 < … < c_M = T; at each checkpoint
-``rsd.theory.predicted_rates`` reads (η_h, η_y, η_ȳ) off one SGD step of those
-parameters (docs/predicted-rates.md). The whole trajectory is fitted as in
+Per row of the 2-points table (the two-point protocol of the reference notebook 2_points: SGD, or
+Adam for the "adam" row, at the table's lr / 2 for 2·n_epochs steps): each seed is
+trained once, recording its parameters at checkpoints 0 = c_0 < c_1 < … < c_M = T
+(``train(..., checkpoint_steps=...)``); at each checkpoint ``rsd.fitting.predicted_rates``
+reads (η_h, η_y, η_ȳ) off one training step of those parameters (docs/predicted-rates.md):
+the SGD step −lr·∇L, or for Adam the step the run took, p(c + 1) − p(c), recorded too. The whole trajectory is fitted as in
 ``two-points``. Compared per seed: the prediction at step 0, and the median of the
 predictions at the interior checkpoints c_1 … c_{M−1} ("along training"), each
 divided by the fitted rate; and the theory run at the along-training prediction
 against the measured h, y, w (R²), next to the fitted rates' R².
 
-SGD has no optimizer state, so continuing a full-batch run from its parameters is the
-same run: the segments concatenate to the unsegmented trajectory (a test checks it).
-The "adam" row is left out (its step is not lr·gradient and a segment would restart
-Adam's moments); the dropout row's segments each replay the same dropout-key sequence
-(a valid dropout run, not the unsegmented one).
+The parameter checkpoints come from the one training run that the trajectory and the
+fits come from, so Adam's moments carry through and the dropout row is its own run.
+At the last checkpoint (c_M = T, no step follows) Adam's prediction is read at T − 1.
 """
 
 from __future__ import annotations
@@ -26,21 +25,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import check_int_range, check_real
-from .. import data, theory, training
+from .. import data, fitting, training
+from ..sweeps import run_unit
 from . import _common as c
 
 __all__ = ["Config", "Result", "RowResult", "ROWS", "run", "plot", "metrics", "arrays", "summary",
-           "describe", "train_segments"]
+           "describe", "checkpoint_steps", "train_checkpoints", "Checkpoints"]
 
-ROWS = tuple(r for r in training.paper_names("2_points") if r != "adam")
-"""Every two-point row but "adam" (the prediction assumes an SGD step)."""
+ROWS = training.paper_names("2_points")
+"""Every two-point row ("adam" predicted from the step Adam took)."""
 
 
 @dataclass(frozen=True)
 class Config:
     """``width``: a cap on the rows' widths (None = the table's); ``depth``/``steps``
     None = the table's depth and 2·n_epochs; ``cnn_depth``: the CNN row's depth.
-    ``checkpoints``: M, the number of training segments (predictions at M + 1 steps)."""
+    ``checkpoints``: M, the number of intervals between checkpoints (predictions at M + 1 steps)."""
 
     rows: tuple[str, ...] = ROWS
     seeds: int = 4
@@ -68,14 +68,14 @@ class Config:
         if size == "paper":
             return cls(seeds=50, width=None, cnn_depth=None)
         if size == "cpu":
-            return cls(rows=("default", "shallow", "narrow", "linear", "tanh", "two_layer"), seeds=2,
+            return cls(rows=("default", "shallow", "narrow", "linear", "tanh", "two_layer", "adam"), seeds=2,
                        width=None)
         if size == "tiny":
             return cls(rows=("default", "tanh"), seeds=2, width=16, depth=4, steps=2000,
                        checkpoints=4)
         # A CPU budget of about two minutes: the rows that span the regimes and
         # architectures most cheaply (the CNN's convolutions are slow on a CPU).
-        return cls(rows=("default", "shallow", "narrow", "linear", "tanh", "two_layer"))
+        return cls(rows=("default", "shallow", "narrow", "linear", "tanh", "two_layer", "adam"))
 
     def setting(self, row: str) -> training.Setting:
         return c.two_point_setting(row, width=self.width, depth=self.depth, steps=self.steps,
@@ -106,46 +106,58 @@ class Result:
     rows: tuple[RowResult, ...]
 
 
-def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> Result:
+def run(config: Config = Config(), *, upstream=None, progress: bool = False,
+        store=None) -> Result:
     del upstream
-    rows = [run_row(config, row) for row in
+    rows = [run_unit(store, f"row={row}", lambda: run_row(config, row)) for row in
             c.progress_bar(config.rows, desc="predicted-rates rows", enabled=progress)]
     return Result(config=config, rows=tuple(rows))
 
 
-def train_segments(setting: training.Setting, x, y, seeds: int, checkpoints: int):
-    """Train ``seeds`` seeds (0 … seeds − 1) of ``setting`` in ``checkpoints`` segments.
-
-    Each seed starts from ``network.init(k_init)`` with ``train``'s documented key
-    (split(fold_in(key(0), s), 3)[0]); segment m continues from segment m − 1's final
-    parameters. Returns (records dict of [S, T] arrays h, y, w, loss, e0 [S], status
-    [S], checkpoint steps [M + 1], params: a list of M + 1 parameter pytrees with a
-    leading seed axis).
-    """
-    network = setting.network(x.shape[-1], y.shape[-1])
-    steps = setting.steps
+def checkpoint_steps(steps: int, checkpoints: int) -> np.ndarray:
+    """The M + 1 checkpoint steps 0 = c_0 < … < c_M = ``steps`` (M = ``checkpoints``),
+    c_m = m·⌊steps / M⌋ for m < M."""
     length = steps // checkpoints
-    bounds = [m * length for m in range(checkpoints)] + [steps]
-    keys = jax.vmap(lambda s: jax.random.split(jax.random.fold_in(jax.random.key(0), s), 3)[0])(
-        jnp.arange(seeds, dtype=jnp.uint32))
-    params = jax.vmap(network.init)(keys)
-    snapshots = [params]
-    parts, status, e0 = [], None, None
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        run = training.train(setting.replace(steps=stop - start), x, y, seeds=range(seeds),
-                             init_params=network.to_layers(params), return_params=True)
-        params = run.params
-        snapshots.append(params)
-        parts.append(run)
-        e0 = run.e0 if e0 is None else e0
-        # A seed that diverged in any segment stays marked.
-        ok = np.asarray(run.status) == training.Status.OK
-        status = ok if status is None else status & ok
-    rec = {k: np.concatenate([np.asarray(getattr(p, k)) for p in parts], axis=1)
-           for k in ("y", "w", "loss")}
-    rec["h"] = np.concatenate([np.asarray(p.h[..., 0]) for p in parts], axis=1)
-    rec["e0"] = np.asarray(e0)
-    return rec, status, np.asarray(bounds), snapshots, network
+    return np.array([m * length for m in range(checkpoints)] + [steps], np.int64)
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """One training run of a row with its parameters at the checkpoints.
+
+    ``pair``: the recorded h, y, w, loss (as the other two-point experiments take them);
+    ``steps``: the checkpoint steps [M + 1]; ``params``: per checkpoint, the parameters
+    (leading seed axis) at which the prediction is read; ``updates``: None for SGD (the
+    prediction takes −lr·∇L), else per checkpoint the step the run took from there."""
+
+    pair: c.PairRun
+    steps: np.ndarray
+    params: list
+    updates: list | None
+    network: object
+
+
+def train_checkpoints(setting: training.Setting, x, y, seeds: int, checkpoints: int) -> Checkpoints:
+    """Train seeds 0 … ``seeds`` − 1 of ``setting`` once, keeping the parameters at the
+    checkpoint steps (and, for an optimizer other than SGD, one step later)."""
+    steps = setting.steps
+    bounds = checkpoint_steps(steps, checkpoints)
+    sgd = setting.optimizer == "sgd"
+    after = np.minimum(bounds + 1, steps)
+    before = np.where(after == bounds, bounds - 1, bounds)  # the last: T − 1 → T
+    kept = bounds if sgd else np.union1d(before, after)
+    run = training.train(setting, x, y, seeds=range(seeds), checkpoint_steps=tuple(int(t) for t in kept))
+    where = {int(t): i for i, t in enumerate(kept)}
+    at = lambda t: jax.tree.map(lambda a: a[:, where[int(t)]], run.checkpoints)  # noqa: E731
+    pair = c.PairRun(h=np.asarray(run.h[..., 0]), y=np.asarray(run.y), w=np.asarray(run.w),
+                     loss=np.asarray(run.loss), e0=np.asarray(run.e0), dx2=float(run.dx2),
+                     dy2=float(run.dy2), trained=np.asarray(run.status) == training.Status.OK)
+    network = setting.network(x.shape[-1], y.shape[-1])
+    if sgd:
+        return Checkpoints(pair, bounds, [at(t) for t in bounds], None, network)
+    params = [at(t) for t in before]
+    updates = [jax.tree.map(jnp.subtract, at(a), at(b)) for a, b in zip(after, before)]
+    return Checkpoints(pair, bounds, params, updates, network)
 
 
 def _r2(theory_z, measured):
@@ -160,32 +172,33 @@ def _r2(theory_z, measured):
 def run_row(config: Config, row: str) -> RowResult:
     setting = config.setting(row)
     x, y = data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim, out_dim=setting.out_dim)
-    rec, trained, bounds, snapshots, network = train_segments(setting, x, y, config.seeds,
-                                                              config.checkpoints)
-    dx2, dy2 = float(setting.dx2), float(setting.dy2)
-    fits = c.fit_seeds(rec["h"], rec["y"], rec["w"], rec["loss"], rec["e0"], dx2, dy2, trained)
-    kept = fits.ok & (rec["loss"][:, -1] <= config.max_final_loss)
-
+    run = train_checkpoints(setting, x, y, config.seeds, config.checkpoints)
+    p, network = run.pair, run.network
+    dx2, dy2 = p.dx2, p.dy2
+    fits = c.fit_seeds(p.h, p.y, p.w, p.loss, p.e0, dx2, dy2, p.trained)
+    kept = fits.ok & (p.loss[:, -1] <= config.max_final_loss)
     layer = setting.layers[0]
 
     @jax.jit
-    def predict(params):
-        p = jax.vmap(lambda q: theory.predicted_rates(network, q, x, y, layer=layer,
-                                                      lr=setting.lr, loss=setting.loss))(params)
+    def predict(params, update):
+        step = (dict(lr=setting.lr) if update is None else {})
+        p = jax.vmap(lambda q, u: fitting.predicted_rates(network, q, x, y, layer=layer, update=u,
+                                                          loss=setting.loss, **step))(params, update)
         return jnp.stack([p.eta_h, p.eta_y, p.eta_mean], -1)
 
-    predicted = np.stack([np.asarray(predict(p)) for p in snapshots], axis=1)  # [S, M+1, 3]
+    updates = run.updates if run.updates is not None else [None] * len(run.params)
+    predicted = np.stack([np.asarray(predict(q, u)) for q, u in zip(run.params, updates)], axis=1)  # [S, M+1, 3]
     with np.errstate(all="ignore"):
         interior = predicted[:, 1:-1]
         finite = np.isfinite(interior)
         along = np.where(finite.any(axis=1),
                          np.nanmedian(np.where(finite, interior, np.nan), axis=1), np.nan)
-    measured = np.stack([rec["h"], rec["y"], rec["w"]], -1)
+    measured = p.measured
     ts = np.arange(setting.steps, dtype=float)
     curves = c.theory_curves(measured[:, 0], ts, along[:, 0], along[:, 1], dx2, dy2)
     r2_pred = _r2(curves, measured)
-    return RowResult(row=row, setting=setting, measured=measured, loss=rec["loss"], trained=trained,
-                     fits=fits, kept=kept, checkpoint_steps=bounds, predicted=predicted,
+    return RowResult(row=row, setting=setting, measured=measured, loss=p.loss, trained=p.trained,
+                     fits=fits, kept=kept, checkpoint_steps=run.steps, predicted=predicted,
                      predicted_along=along, theory_predicted=curves, r2_predicted=r2_pred,
                      dx2=dx2, dy2=dy2)
 
@@ -248,10 +261,11 @@ def describe(config: Config) -> str:
     if config.cnn_depth is not None and "cnn" in config.rows:
         depth += f" (the CNN at depth {config.cnn_depth})"
     return (f"{len(config.rows)} rows of the 2-points table ({', '.join(config.rows)}), "
-            f"{config.seeds} seeds each, {width}, {depth}, SGD at table lr / 2 for "
+            f"{config.seeds} seeds each, {width}, {depth}, SGD (Adam for adam) at table lr / 2 for "
             f"{'2·n_epochs' if config.steps is None else config.steps} steps (e.g. {s.steps}), "
-            f"trained in {config.checkpoints} equal segments. Predicted rates "
-            "(rsd.theory.predicted_rates, docs/predicted-rates.md) at each segment boundary; "
+            f"trained once with the parameters kept at {config.checkpoints + 1} equally spaced "
+            "checkpoints. Predicted rates (rsd.fitting.predicted_rates, docs/predicted-rates.md) "
+            "from the step taken at each checkpoint; "
             "'along training' is the median over the interior boundaries. Ratios are "
             "predicted / fitted, median over the seeds with final loss ≤ "
             f"{config.max_final_loss:g} and a converged fit; R² of the theory at the "

@@ -47,8 +47,9 @@ class Result:
     h_inf_grid: np.ndarray = field(repr=False)
 
 
-def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> Result:
-    del upstream, progress
+def run(config: Config = Config(), *, upstream=None, progress: bool = False,
+        store=None) -> Result:
+    del upstream, progress, store  # one closed-form solve: nothing worth resuming
     c = config
     h0 = np.asarray(c.h0, float)
     y0 = c.y0_ratio * h0

@@ -15,6 +15,7 @@ import numpy as np
 
 from .._validation import check_int_range
 from .. import fitting, theory, training
+from ..sweeps import run_unit
 from . import _common
 
 __all__ = ["Config", "Result", "run", "plot", "metrics", "arrays", "summary"]
@@ -64,13 +65,14 @@ class Result:
     loss_fitted: np.ndarray
 
 
-def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> Result:
+def run(config: Config = Config(), *, upstream=None, progress: bool = False,
+        store=None) -> Result:
     del upstream, progress
     c = config
     paper = training.Setting.from_paper(c.table, c.name)
     layer = c.depth // 2 if c.layer is None else c.layer
     setting = paper.replace(width=c.width, depth=c.depth, steps=c.steps, layers=(layer,))
-    p = _common.train_pair(setting, c.seeds)
+    p = run_unit(store, "train", lambda: _common.train_pair(setting, c.seeds))
     h, yy, w, loss, e0, dx2, dy2, trained = p.h, p.y, p.w, p.loss, p.e0, p.dx2, p.dy2, p.trained
     # Diverged seeds and failed fits are masked before fitting and solving: one bad seed never changes the others.
     fits = _common.fit_seeds(h, yy, w, loss, e0, dx2, dy2, trained)
@@ -160,4 +162,4 @@ def plot(result: Result):
 
 
 def _status_name(code) -> str:
-    return "TRAINING DIVERGED" if code == _common.TRAINING_DIVERGED else fitting.FitStatus(int(code)).name
+    return "TRAINING DIVERGED" if code == fitting.FitStatus.NOT_FITTED else fitting.FitStatus(int(code)).name

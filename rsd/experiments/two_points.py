@@ -15,6 +15,7 @@ import numpy as np
 
 from .._validation import check_int_range, check_real
 from .. import theory, training
+from ..sweeps import run_unit
 from . import _common as c
 
 __all__ = ["Config", "Result", "RowResult", "run", "plot", "metrics", "arrays", "summary"]
@@ -97,11 +98,12 @@ class Result:
     rows: tuple[RowResult, ...]
 
 
-def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> Result:
+def run(config: Config = Config(), *, upstream=None, progress: bool = False,
+        store=None) -> Result:
     del upstream
     rows = []
     for row in c.progress_bar(config.rows, desc="two-points rows", enabled=progress):
-        rows.append(run_row(config, row))
+        rows.append(run_unit(store, f"two-points.row={row}", lambda: run_row(config, row)))
     return Result(config=config, rows=tuple(rows))
 
 

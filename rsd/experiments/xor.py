@@ -19,6 +19,7 @@ import numpy as np
 
 from .._validation import check_int_range, check_real
 from .. import data, theory, training
+from ..sweeps import run_unit
 from . import _common as c
 from . import two_points
 
@@ -161,22 +162,25 @@ class Result:
         return self.dy2 == 0
 
 
-def run(config: Config = Config(), *, upstream=None, progress: bool = False) -> Result:
+def run(config: Config = Config(), *, upstream=None, progress: bool = False,
+        store=None) -> Result:
     """Train every regime's seeds and predict every pair's end state (rates first: from the
     configuration, from ``upstream["two-points"]`` metrics, or fitted here)."""
-    (eta_h, eta_y), source = _rates(config, upstream, progress)
+    (eta_h, eta_y), source = _rates(config, upstream, progress, store)
     x, y = data.xor()
     x64, y64 = np.asarray(x, float), np.asarray(y, float)
     dx2 = np.sum((x64[:, None] - x64[None]) ** 2, -1)
     dy2 = np.sum((y64[:, None] - y64[None]) ** 2, -1)
     regimes = []
     for regime in c.progress_bar(config.regimes, desc="xor regimes", enabled=progress):
-        regimes.append(run_regime(config, regime, x, y, dx2, dy2, eta_h, eta_y))
+        regimes.append(run_unit(store, f"regime={regime}",
+                                lambda: run_regime(config, regime, x, y, dx2, dy2, eta_h, eta_y),
+                                inputs=[float(eta_h), float(eta_y)]))
     return Result(config=config, regimes=tuple(regimes), eta_h=float(eta_h), eta_y=float(eta_y),
                   rates_source=source, dx2=dx2, dy2=dy2)
 
 
-def _rates(config, upstream, progress):
+def _rates(config, upstream, progress, store=None):
     if config.eta_h is not None:
         return (config.eta_h, config.eta_y), "given in the configuration"
     m = (upstream or {}).get("two-points", {})
@@ -184,7 +188,7 @@ def _rates(config, upstream, progress):
         return ((m[f"{RATES_ROW}/eta_h"], m[f"{RATES_ROW}/eta_y"]),
                 f"two-points ({config.rates_size}) result in the output folder")
     own = dataclasses.replace(config.rates_config(), rows=(RATES_ROW,))
-    result = two_points.run(own, progress=progress)
+    result = two_points.run(own, progress=progress, store=store)
     return two_points.rates(result)[RATES_ROW], f"two-points ({config.rates_size}, default row) fitted here"
 
 

@@ -1,11 +1,17 @@
-"""Fits of the effective theory's rates to recorded trajectories.
+"""Estimates of the effective theory's rates, from recorded trajectories or from a network.
 
-(η_h, η_y) by least squares of (h, y, w) over every step through a diffrax solve;
-η_ȳ from the loss curve; mean and bootstrap spread of rates over seeds.
+(η_h, η_y) by least squares of (h, y, w) over every step through a diffrax solve
+(also for a batch with masked elements); η_ȳ from the loss curve; mean and bootstrap
+spread of rates over seeds; and the rates predicted from one gradient step of a
+network. rsd's layering puts this package above both ``rsd.theory`` and
+``rsd.networks``.
 """
 
+from ._initial import initial_rates
 from ._loss_rate import LossRateFit, fit_loss_rate
-from ._rates import FitStatus, RateFit, fit_layers, fit_objective, fit_rates, initial_rates
+from ._masked import NOT_FITTED, MaskedRateFit, fit_rates_masked
+from ._predicted import PredictedRates, predicted_rates
+from ._rates import FitStatus, RateFit, fit_layers, fit_objective, fit_rates
 from ._summary import RateSummary, summarize_rates
 
 __all__ = [
@@ -15,8 +21,13 @@ __all__ = [
     "fit_layers",
     "fit_objective",
     "initial_rates",
+    "MaskedRateFit",
+    "fit_rates_masked",
+    "NOT_FITTED",
     "LossRateFit",
     "fit_loss_rate",
     "RateSummary",
     "summarize_rates",
+    "PredictedRates",
+    "predicted_rates",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 
 from .._batching import bucket, pad_rows
 from .._validation import as_array, check_increasing, check_int_range, check_nonnegative
-from ..theory._dynamics import _loss_curve
+from ..theory import loss_curve
 from ._lm import init_state, levenberg_marquardt
 from ._rates import FitStatus, _r2
 
@@ -118,7 +118,7 @@ def _fit_loss_batch(loss, zs, dy2, e0, ts, *, grid_size, max_iterations):
 
         def fun(theta):
             # Time counts from the first recorded step, where e0 was measured.
-            return _loss_curve(ts - ts[0], z, d, jnp.exp(theta[0]), e) - l, jnp.array(True)
+            return loss_curve(ts - ts[0], z, d, jnp.exp(theta[0]), e) - l, jnp.array(True)
 
         losses = jax.vmap(lambda g: jnp.sum(fun(g[None])[0] ** 2))(grid)
         state = levenberg_marquardt(fun, init_state(grid[jnp.argmin(losses)][None], ts.shape[0]),

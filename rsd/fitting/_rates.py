@@ -9,8 +9,8 @@ trajectory's first point,
 Algorithm, per trajectory (written for one and vmapped):
 
 1. start: a linear least-squares estimate of the rates from the integrated vector
-   field (the field is linear in the rates: z(t) − z(0) = η_h·∫A + η_y·∫B),
-   refined by an n×n log-grid search around it: all grid points of all
+   field (the field is linear in the rates: z(t) − z(0) = η_h·∫A + η_y·∫B; module
+   ``_initial``), refined by an n×n log-grid search around it: all grid points of all
    trajectories in one vmapped program, saved at a subsample of the steps, with a
    small step budget (grid points too stiff for it count as +inf) and in chunks
    ordered by total rate, so the stiff corner of the grid holds up only its chunk;
@@ -21,8 +21,9 @@ Algorithm, per trajectory (written for one and vmapped):
    loss and R² are those of this last stage, i.e. over every step.
 
 Every theory evaluation (grid, both stages, :func:`fit_objective`) is
-:func:`rsd.theory.solve`'s own single-trajectory solve (same stop rule, floor,
-step control and interpolation at the recorded steps), in forward mode.
+:func:`rsd.theory.solve_trajectory`, the single-trajectory solve behind
+:func:`rsd.theory.solve` (same stop rule, floor, step control and interpolation at
+the recorded steps), in forward mode.
 
 Failed solves are rejected trial points (masked with a double where), never NaNs.
 """
@@ -43,21 +44,18 @@ from jax import lax
 from .._batching import bucket, chunk_width, chunked_vmap, pad_rows
 from .._validation import (
     as_array,
-    check_increasing,
     check_int_range,
-    check_nonnegative,
-    check_positive,
     check_real,
     check_solver,
     check_tolerance,
     check_vector_field,
-    is_concrete,
 )
-from ..theory import vector_field
-from ..theory._solve import H_FLOOR, Status, default_tolerances, trajectory
+from ..theory import H_FLOOR, Status, default_tolerances, solve_trajectory, vector_field
+from ._initial import _initial_rates
+from ._inputs import _prepare
 from ._lm import init_state, levenberg_marquardt
 
-__all__ = ["FitStatus", "RateFit", "fit_rates", "fit_layers", "fit_objective", "initial_rates"]
+__all__ = ["FitStatus", "RateFit", "fit_rates", "fit_layers", "fit_objective"]
 
 
 class FitStatus(enum.IntEnum):
@@ -81,6 +79,12 @@ class FitStatus(enum.IntEnum):
     relative tolerance) of the data's RMS value — e.g. a constant trajectory, or data
     resting at a fixed point, where the fit drifts to arbitrary rates. Rates NaN;
     loss and R² are those of the best point found."""
+    NOT_FITTED = -1
+    """Not fitted: the element's training diverged, or it was masked out before the fit
+    (:func:`rsd.fitting.fit_rates_masked`; an experiment's seed, a sweep's element).
+    Rates NaN."""
+    SKIPPED = -2
+    """Not fitted on purpose: a sweep whose spec says ``[fit] rates = false``."""
 
 
 class RateFit(eqx.Module):
@@ -122,14 +126,14 @@ class _Config(eqx.Module):
 def _theory(log_rates, z0, ts, dx2, dy2, cfg: _Config):
     """ẑ(ts) solved from z0 at ts[0] with rates exp(log_rates); returns (zs [T, 3], ok).
 
-    The one single-trajectory solve of :mod:`rsd.theory` (also behind
-    :func:`rsd.theory.solve`), in forward mode. Where the solve failed, zs is z0
+    :func:`rsd.theory.solve_trajectory` (also behind :func:`rsd.theory.solve`), in
+    forward mode. Where the solve failed, zs is z0
     everywhere (finite, so no NaN leaks into gradients) and ok is False.
     """
     eta = jnp.exp(log_rates)
-    out = trajectory(z0, ts, (eta[0], eta[1], dx2, dy2), field=cfg.field, solver=cfg.solver,
-                     rtol=cfg.rtol, atol=cfg.atol, max_steps=cfg.max_steps, h_floor=cfg.h_floor,
-                     adjoint=diffrax.ForwardMode())
+    out = solve_trajectory(z0, ts, (eta[0], eta[1], dx2, dy2), field=cfg.field, solver=cfg.solver,
+                           rtol=cfg.rtol, atol=cfg.atol, max_steps=cfg.max_steps, h_floor=cfg.h_floor,
+                           adjoint=diffrax.ForwardMode())
     ok = (out.status == Status.OK) & jnp.all(jnp.isfinite(out.zs))
     return jnp.where(ok, out.zs, z0), ok
 
@@ -143,89 +147,6 @@ def _residual_fn(data, ts, weights, dx2, dy2, cfg):
         return (sw * (zs - data)).ravel(), ok
 
     return fun
-
-
-# ---------------------------------------------------------------------------
-# Starting point.
-
-def _integrated_features(data, ts, dx2, dy2, field=vector_field):
-    """∫A dt and ∫B dt from ts[0] (trapezoid), where dz/dt = η_h·A(z) + η_y·B(z),
-    and whether the field is linear in the rates at the data (always, for the theory's).
-
-    For the theory's field A and B are written out; for another field they are the
-    field at (η_h, η_y) = (1, 0) and (0, 1), and linearity is checked at every data
-    point against the field at (0, 0) (must vanish) and at (2, 3) (must be 2A + 3B).
-    """
-    h, y, w = data[:, 0], data[:, 1], data[:, 2]
-    if field is vector_field:
-        safe_h = jnp.where(h > 0, h, 1.0)
-        a = jnp.stack([-dx2 * w, -dx2 * w * y / safe_h, -0.5 * dx2 * (y + w) * w / safe_h], -1)
-        b = jnp.stack([jnp.zeros_like(h), -w * h, -0.5 * (3.0 * w - y + dy2) * h], -1)
-        linear = jnp.array(True)
-    else:
-        one, zero = jnp.ones((), data.dtype), jnp.zeros((), data.dtype)
-        at = lambda eh, ey: jax.vmap(lambda t, z: field(t, z, (eh, ey, dx2, dy2)))(ts, data)
-        a, b = at(one, zero), at(zero, one)
-        f0, f23 = at(zero, zero), at(2.0 * one, 3.0 * one)
-        finite = jnp.isfinite(a) & jnp.isfinite(b) & jnp.isfinite(f0) & jnp.isfinite(f23)
-        a, b = jnp.where(finite, a, 0.0), jnp.where(finite, b, 0.0)
-        f0, f23 = jnp.where(finite, f0, 0.0), jnp.where(finite, f23, 0.0)
-        scale = jnp.abs(2.0 * a) + jnp.abs(3.0 * b)
-        tol = 1e-6 if data.dtype == jnp.float64 else 1e-3
-        linear = (jnp.all(jnp.abs(f23 - 2.0 * a - 3.0 * b) <= tol * scale + jnp.finfo(data.dtype).tiny)
-                  & jnp.all(jnp.abs(f0) <= tol * (jnp.abs(a) + jnp.abs(b)) + jnp.finfo(data.dtype).tiny))
-    dt = jnp.diff(ts)[:, None]
-
-    def cumtrapz(f):
-        inc = 0.5 * dt * (f[1:] + f[:-1])
-        return jnp.concatenate([jnp.zeros_like(f[:1]), jnp.cumsum(inc, axis=0)])
-
-    return cumtrapz(a), cumtrapz(b), linear
-
-
-def _initial_rates(data, ts, dx2, dy2, field=vector_field):
-    """Linear least squares of z(t) − z(0) = η_h·∫A + η_y·∫B over all steps and series.
-
-    Non-positive or non-finite estimates fall back to one-series magnitudes
-    (|Δh| / ∫dx2·|w|, |Δy| / ∫|w|·h), then to 1/(time span). A field that is not
-    linear in the rates gets 1/(time span) for both. Returns [2] rates.
-    """
-    ia, ib, linear = _integrated_features(data, ts, dx2, dy2, field)
-    dz = data - data[0]
-    m = jnp.array([[jnp.sum(ia * ia), jnp.sum(ia * ib)], [jnp.sum(ia * ib), jnp.sum(ib * ib)]])
-    rhs = jnp.array([jnp.sum(ia * dz), jnp.sum(ib * dz)])
-    det = m[0, 0] * m[1, 1] - m[0, 1] ** 2
-    safe_det = jnp.where(det > 0, det, 1.0)
-    joint = jnp.array([m[1, 1] * rhs[0] - m[0, 1] * rhs[1],
-                       m[0, 0] * rhs[1] - m[0, 1] * rhs[0]]) / safe_det
-    joint = jnp.where(det > 0, joint, jnp.nan)
-
-    span = ts[-1] - ts[0]
-    mag_h = jnp.abs(dz[-1, 0]) / jnp.abs(ia[-1, 0])
-    mag_y = jnp.abs(jnp.max(jnp.abs(dz[:, 1]))) / jnp.max(jnp.abs(ib[:, 1]))
-    fallback = jnp.stack([mag_h, mag_y])
-    good = lambda v: jnp.isfinite(v) & (v > 0) & linear
-    rates = jnp.where(good(joint), joint, jnp.where(good(fallback), fallback, 1.0 / span))
-    return rates
-
-
-def initial_rates(h, y, w, dx2, dy2, *, ts=None, vector_field=vector_field):
-    """The integrated-field least-squares estimate of (η_h, η_y) that seeds :func:`fit_rates`.
-
-    Returns an array [..., 2] of rates per training step (no ODE solve involved).
-    ``vector_field``: as in :func:`fit_rates` (a field not linear in the rates gives
-    1/(time span) for both rates).
-    """
-    data, ts, dx2, dy2, batch = _prepare(h, y, w, dx2, dy2, ts, strict=True)
-    check_vector_field("vector_field", vector_field, data.dtype)
-    if data.shape[0] == 0:
-        return jnp.zeros(batch + (2,), data.dtype)
-    return _initial_rates_batch(data, ts, dx2, dy2, vector_field).reshape(batch + (2,))
-
-
-@functools.partial(jax.jit, static_argnums=4)
-def _initial_rates_batch(data, ts, dx2, dy2, field):
-    return jax.vmap(lambda d, x2, y2: _initial_rates(d, ts, x2, y2, field))(data, dx2, dy2)
 
 
 # ---------------------------------------------------------------------------
@@ -557,58 +478,3 @@ def _config(dtype, solver, rtol, atol, max_steps, field=vector_field):
         h_floor=H_FLOOR,
         field=field,
     )
-
-
-def _prepare(h, y, w, dx2, dy2, ts, *, strict=False):
-    """Host checks; returns data [n, T, 3], ts [T], dx2 [n], dy2 [n] and the leading shape.
-
-    Per-element values (trajectories; array-valued dx2, dy2) are only checked when
-    ``strict`` — otherwise the fit marks bad elements BAD_DATA; 0-d dx2 and dy2
-    apply to every element and are always checked.
-    """
-    h, y, w = as_array("h", h), as_array("y", y), as_array("w", w)
-    dx2, dy2 = as_array("dx2", dx2), as_array("dy2", dy2)
-    for name, a in (("h", h), ("y", y), ("w", w)):
-        if a.ndim < 1:
-            raise ValueError(f"{name} must be a trajectory with time on the last axis; got a scalar.")
-    lengths = {"h": h.shape[-1], "y": y.shape[-1], "w": w.shape[-1]}
-    if len(set(lengths.values())) != 1:
-        raise ValueError(f"h, y and w must have the same number of steps (last axis); got {lengths}.")
-    n_times = h.shape[-1]
-    if n_times < 3:
-        raise ValueError(f"trajectories must have at least 3 steps; got {n_times}.")
-    dtype = jnp.promote_types(jnp.result_type(h, y, w), jnp.float32)
-    if ts is None:
-        ts = jnp.arange(n_times, dtype=dtype)
-    else:
-        ts = as_array("ts", ts)
-        if ts.shape != (n_times,):
-            raise ValueError(f"ts must have shape ({n_times},) like the trajectories' last axis; "
-                             f"got {ts.shape}.")
-        ts = ts.astype(dtype)
-        check_increasing("ts", ts)  # in the working precision: no equal neighbours
-    if strict and is_concrete(h, y, w):
-        for name, a in (("h", h), ("y", y), ("w", w)):
-            bad = ~np.isfinite(np.asarray(a))
-            if bad.any():
-                where = np.argwhere(bad)[0]
-                raise ValueError(f"{name} must be finite; it holds {int(bad.sum())} NaN/inf "
-                                 f"values (first at index {tuple(int(i) for i in where)}).")
-        check_positive("h at the first step (h[..., 0])", h[..., 0])
-        check_nonnegative("y at the first step (y[..., 0])", y[..., 0])
-    if strict or dx2.ndim == 0:
-        check_positive("dx2", dx2)
-    if strict or dy2.ndim == 0:
-        check_nonnegative("dy2", dy2)
-    try:
-        batch = np.broadcast_shapes(h.shape[:-1], y.shape[:-1], w.shape[:-1], dx2.shape, dy2.shape)
-    except ValueError:
-        raise ValueError(f"leading shapes do not broadcast: h {h.shape[:-1]}, y {y.shape[:-1]}, "
-                         f"w {w.shape[:-1]}, dx2 {dx2.shape}, dy2 {dy2.shape}.") from None
-    batch = tuple(int(d) for d in batch)
-    n = int(np.prod(batch))
-    data = jnp.stack([jnp.broadcast_to(a.astype(dtype), batch + (n_times,)) for a in (h, y, w)], -1)
-    data = data.reshape(n, n_times, 3)
-    dx2_b = jnp.broadcast_to(dx2.astype(dtype), batch).reshape(n)
-    dy2_b = jnp.broadcast_to(dy2.astype(dtype), batch).reshape(n)
-    return data, ts, dx2_b, dy2_b, batch

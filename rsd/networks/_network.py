@@ -1,4 +1,4 @@
-"""``Network``: a frozen description of an architecture with pure ``init`` and ``apply``.
+"""``Network``: the common base of the paper's four architectures (one file each).
 
 Parameters are a plain pytree: a tuple with one ``{"kernel": W, "bias": b}`` dict per
 parametrized module, in forward order. Layouts (rsd's, used everywhere in rsd):
@@ -13,6 +13,8 @@ All four accept leading (seed) axes on every array.
 
 from __future__ import annotations
 
+import abc
+import math
 from collections.abc import Mapping
 
 import equinox as eqx
@@ -20,15 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validation import as_array, check_choice, check_int_range, check_key, check_nonnegative
+from .._validation import check_int_range, check_key, check_nonnegative
 from ._activations import ACTIVATIONS
-from ._architectures import CONV_CHANNELS, CONV_KERNEL, ConvNet, DenseStack
+from ._base import AbstractNetwork, check_inputs, check_name, is_real, real_array, short_repr
 
-__all__ = ["ARCHITECTURES", "PRECISIONS", "Network", "make_network"]
+__all__ = ["PRECISIONS", "Network"]
 
-ARCHITECTURES = ("mlp", "resnet", "cnn", "dropout")
-"""The architecture names ``make_network`` accepts: multilayer perceptron, residual
-network, convolutional network and MLP with dropout."""
 PRECISIONS = ("default", "high", "highest")
 """Matmul/convolution precisions ``make_network`` accepts (``jax.lax.Precision``
 DEFAULT, HIGH, HIGHEST)."""
@@ -41,9 +40,11 @@ _PRECISION = {
 _MAX_ELEMENTS = np.iinfo(np.int64).max // 8
 
 
-class Network(eqx.Module):
+class Network(AbstractNetwork):
     """One of the paper's architectures, as a pure init/apply pair; build it with ``make_network``.
 
+    The subclasses ``MLP``, ``ResNet``, ``CNN`` and ``DropoutMLP`` share these fields;
+    ``architecture`` (a class attribute) is the name ``make_network`` knows each by.
     ``init(key) -> params`` and ``apply(params, x) -> (output [batch, out_dim], hiddens)``
     are pure and jit/vmap/grad friendly. ``hiddens[i]`` is hidden record i, after its
     activation, as [batch, features]:
@@ -54,10 +55,17 @@ class Network(eqx.Module):
 
     The paper's tables count module outputs: for mlp, resnet and cnn their index is
     rsd's; for dropout they count the dropout modules too, so their odd index j is
-    rsd's hidden record (j − 1)/2. ``train`` is a Python bool (static under jit).
+    rsd's hidden record (j − 1)/2 (see ``paper_layer``). ``train`` is a Python bool
+    (static under jit).
+
+    A new architecture of this family subclasses ``Network``: it sets the class
+    attribute ``architecture``, implements ``_module()`` (a Flax module whose
+    parametrized submodules are named ``layer_<n>`` and whose ``__call__(x, keep)``
+    returns (output, hiddens)), ``hidden_sizes``, ``layer_shapes`` and ``layer_kinds``,
+    and is made known to ``make_network`` by ``register_network``.
     """
 
-    architecture: str = eqx.field(static=True)
+    architecture: eqx.AbstractClassVar[str]
     activation: str = eqx.field(static=True)
     width: int = eqx.field(static=True)
     depth: int = eqx.field(static=True)
@@ -67,63 +75,77 @@ class Network(eqx.Module):
     dropout_rate: float = eqx.field(static=True, default=0.1)
     precision: str = eqx.field(static=True, default="highest")
 
+    def __check_init__(self):
+        self.check_settings(activation=self.activation, width=self.width, depth=self.depth, gain=self.gain,
+                            in_dim=self.in_dim, out_dim=self.out_dim, dropout_rate=self.dropout_rate,
+                            precision=self.precision)
+
+    @classmethod
+    def check_settings(cls, *, activation, width, depth, gain, in_dim, out_dim, dropout_rate, precision):
+        """ValueError naming the first invalid setting (``make_network`` calls this before converting)."""
+        check_name("activation", activation, ACTIVATIONS)
+        check_int_range("width", width, 1)
+        check_int_range("depth", depth, 1)
+        check_int_range("in_dim", in_dim, 1)
+        check_int_range("out_dim", out_dim, 1)
+        check_name("precision", precision, PRECISIONS)
+        if not is_real(gain):
+            raise ValueError(f"gain must be a finite number >= 0; got {short_repr(gain)}.")
+        check_nonnegative("gain", float(gain))  # an int beyond int64 is an object array to numpy
+        if not is_real(dropout_rate) or not (0.0 <= dropout_rate < 1.0):
+            raise ValueError(f"dropout_rate must be a number in [0, 1); got {short_repr(dropout_rate)}.")
+        cls._check_size(width, depth)
+        # XLA aborts the process (no exception) on an array whose size overflows int64.
+        largest = max(in_dim * width, width * width, width * out_dim)
+        if largest > _MAX_ELEMENTS:
+            raise ValueError(f"width, in_dim and out_dim give a layer of {largest:.3g} weights; no array holds "
+                             f"more than {_MAX_ELEMENTS:.3g}.")
+
+    @classmethod
+    def _check_size(cls, width, depth):
+        """Architecture-specific limits on width and depth (none by default)."""
+
     # --- shapes -----------------------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def hidden_sizes(self) -> tuple[int, ...]:
+        """Feature count of each hidden record."""
+
+    @property
+    @abc.abstractmethod
+    def layer_shapes(self) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
+        """(kernel shape, bias shape) of each parametrized module, rsd layout."""
+
+    @property
+    @abc.abstractmethod
+    def layer_kinds(self) -> tuple[str, ...]:
+        """"dense" or "conv" for each parametrized module."""
 
     @property
     def num_hidden(self) -> int:
         """Number of hidden records returned by ``apply``: L, or L + 2 for the CNN."""
-        return self.depth + 2 if self.architecture == "cnn" else self.depth
+        return len(self.hidden_sizes)
 
     @property
     def num_layers(self) -> int:
         """Number of parametrized modules (entries of ``params``)."""
-        return self.depth + 3 if self.architecture == "cnn" else self.depth + 1
+        return len(self.layer_shapes)
 
     @property
-    def hidden_sizes(self) -> tuple[int, ...]:
-        """Feature count of each hidden record."""
-        if self.architecture != "cnn":
-            return (self.width,) * self.depth
-        lengths = [self.width - (CONV_KERNEL - 1) * (i + 1) for i in range(self.depth + 1)]
-        return (self.width,) + tuple(CONV_CHANNELS * n for n in lengths[:-1]) + (lengths[-1],)
-
-    @property
-    def layer_kinds(self) -> tuple[str, ...]:
-        """"dense" or "conv" for each parametrized module."""
-        if self.architecture != "cnn":
-            return ("dense",) * self.num_layers
-        return ("dense",) + ("conv",) * (self.depth + 1) + ("dense",)
-
-    @property
-    def layer_shapes(self) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
-        """(kernel shape, bias shape) of each parametrized module, rsd layout."""
-        P, L = self.width, self.depth
-        if self.architecture != "cnn":
-            dims = [self.in_dim] + [P] * L + [self.out_dim]
-            return tuple(((a, b), (b,)) for a, b in zip(dims[:-1], dims[1:]))
-        chans = [1] + [CONV_CHANNELS] * L + [1]
-        convs = tuple(((CONV_KERNEL, a, b), (b,)) for a, b in zip(chans[:-1], chans[1:]))
-        last = P - (CONV_KERNEL - 1) * (L + 1)
-        return (((self.in_dim, P), (P,)),) + convs + (((last, self.out_dim), (self.out_dim,)),)
+    def num_params(self) -> int:
+        """Total number of parameters: the sizes of every kernel and bias."""
+        return sum(math.prod(w) + math.prod(b) for w, b in self.layer_shapes)
 
     # --- init and apply ------------------------------------------------------------
 
+    @abc.abstractmethod
     def _module(self):
-        common = dict(
-            width=self.width,
-            depth=self.depth,
-            out_dim=self.out_dim,
-            activation=self.activation,
-            gain=self.gain,
-            precision=_PRECISION[self.precision],
-        )
-        if self.architecture == "cnn":
-            return ConvNet(**common)
-        return DenseStack(
-            **common,
-            skip=self.architecture == "resnet",
-            dropout_rate=self.dropout_rate if self.architecture == "dropout" else 0.0,
-        )
+        """The Flax module: parametrized submodules ``layer_<n>``, ``__call__(x, keep)``."""
+
+    @property
+    def _precision(self):
+        return _PRECISION[self.precision]
 
     def init(self, key):
         """Xavier-normal kernels with gain (std = gain·sqrt(2/(fan_in+fan_out))), zero biases.
@@ -138,25 +160,20 @@ class Network(eqx.Module):
     def apply(self, params, x, *, train: bool = False, key=None, masks=None):
         """(output, hiddens) of inputs x [batch, in_dim]; deterministic unless training the dropout MLP.
 
-        For ``architecture == "dropout"`` and ``train=True`` each linear layer's input is
-        multiplied by keep/(1−p): keep masks come from ``masks`` (a tuple of L+1 boolean
-        arrays [batch, fan_in], e.g. replayed from PyTorch) or else are drawn from ``key``
-        with ``dropout_masks``. Eval mode (``train=False``) never drops.
+        For a network with dropout (``has_dropout``) and ``train=True`` each linear layer's
+        input is multiplied by keep/(1−p): keep masks come from ``masks`` (a tuple of L+1
+        boolean arrays [batch, fan_in], e.g. replayed from PyTorch) or else are drawn from
+        ``key`` with ``dropout_masks``. Eval mode (``train=False``) never drops.
         """
-        # Shapes and dtypes only: these checks also hold for tracers (under jit they run
-        # once, at trace time, and never inside the compiled program).
-        x = _real_array("x", x)
-        if x.ndim != 2 or x.shape[-1] != self.in_dim:
-            raise ValueError(f"x must have shape [batch, {self.in_dim}]; got {x.shape}.")
-        if not isinstance(train, bool):
-            raise ValueError(f"train must be True or False (a Python bool, static under jit); got {train!r}.")
+        x = check_inputs(x, self.in_dim, train)
         flax_params = self._to_flax(params)
         if key is not None:
             key = check_key("key", key)
         keep = None
-        if masks is not None and not (train and self.architecture == "dropout"):
+        dropping = train and self.has_dropout
+        if masks is not None and not dropping:
             raise ValueError("masks are only used by the dropout architecture with train=True.")
-        if train and self.architecture == "dropout":
+        if dropping:
             if masks is None:
                 if key is None:
                     raise ValueError("key is required to train the dropout architecture (or pass masks).")
@@ -172,7 +189,7 @@ class Network(eqx.Module):
         except (TypeError, ValueError):
             keep = None
         if keep is None or [m.shape for m in keep] != shapes:
-            got = [tuple(m.shape) for m in keep] if keep is not None else _short_repr(masks)
+            got = [tuple(m.shape) for m in keep] if keep is not None else short_repr(masks)
             raise ValueError(f"masks must hold {self.num_layers} boolean arrays, one per linear layer, "
                              f"of shapes {shapes} ([batch, fan_in]); got {got}.")
         return keep
@@ -180,11 +197,12 @@ class Network(eqx.Module):
     def dropout_masks(self, key, batch: int):
         """Keep masks, True with probability 1 − p: one [batch, fan_in] array per linear layer.
 
-        Layer n draws from ``fold_in(key, n)``; masks of other architectures are all True.
+        Layer n draws from ``fold_in(key, n)``; masks of architectures without dropout
+        are all True.
         """
         key = check_key("key", key)
         check_int_range("batch", batch, 0)
-        p = self.dropout_rate if self.architecture == "dropout" else 0.0
+        p = self.dropout_rate if self.has_dropout else 0.0
         return tuple(
             jax.random.bernoulli(jax.random.fold_in(key, n), 1.0 - p, (batch, w[0][0]))
             for n, w in enumerate(self.layer_shapes)
@@ -203,14 +221,14 @@ class Network(eqx.Module):
         expected = self.layer_shapes
         if not isinstance(params, (tuple, list)) or len(params) != len(expected):
             raise ValueError(f"params must be a tuple of {len(expected)} {{'kernel', 'bias'}} dicts, one per "
-                             f"parametrized module (as returned by init); got {_short_repr(params)}.")
+                             f"parametrized module (as returned by init); got {short_repr(params)}.")
         layers = {}
         for n, (p, shapes) in enumerate(zip(params, expected)):
             if not isinstance(p, Mapping) or set(p) != {"kernel", "bias"}:
-                raise ValueError(f"params[{n}] must be a dict with keys 'kernel' and 'bias'; got {_short_repr(p)}.")
+                raise ValueError(f"params[{n}] must be a dict with keys 'kernel' and 'bias'; got {short_repr(p)}.")
             arrays = {}
             for name, shape in zip(("kernel", "bias"), shapes):
-                a = _real_array(f"params[{n}][{name!r}]", p[name])
+                a = real_array(f"params[{n}][{name!r}]", p[name])
                 if a.shape != shape:
                     raise ValueError(f"params[{n}][{name!r}] must have shape {shape}; got {a.shape}.")
                 arrays[name] = a
@@ -261,41 +279,6 @@ class Network(eqx.Module):
         return [(_rsd_to_torch(p["kernel"], kind), p["bias"]) for p, kind in zip(params, self.layer_kinds)]
 
 
-def _real_array(name, a):
-    """``a`` as an array of a real numeric dtype (tracers included); ValueError naming ``name`` otherwise."""
-    try:
-        is_key = jnp.issubdtype(a.dtype, jax.dtypes.prng_key)
-    except (AttributeError, TypeError):
-        is_key = False
-    if is_key:  # as_array's numpy dtype checks cannot interpret key dtypes
-        raise ValueError(f"{name} must be a real numeric array (integer or floating point); got PRNG keys "
-                         f"of dtype {a.dtype}.")
-    return as_array(name, a)
-
-
-def _short_repr(value):
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _check_name(name, value, allowed):
-    """``value`` must be one of the strings ``allowed`` (arrays and other objects name the argument too)."""
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be one of {sorted(allowed)}; got {_short_repr(value)}.")
-    check_choice(name, value, allowed)
-
-
-def _is_real(value):
-    """A real number that fits a float (a Python int beyond float range does not)."""
-    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, (bool, np.bool_)):
-        return False
-    try:
-        float(value)
-    except OverflowError:
-        return False
-    return True
-
-
 def _torch_to_rsd(w, kind, name):
     k = 2 if kind == "dense" else 3
     if w.ndim < k:
@@ -306,73 +289,3 @@ def _torch_to_rsd(w, kind, name):
 def _rsd_to_torch(w, kind):
     # both transposes are involutions: [in, out] <-> [out, in]; [k, in, out] <-> [out, in, k]
     return jnp.swapaxes(w, -1, -2 if kind == "dense" else -3)
-
-
-def make_network(
-    architecture: str,
-    *,
-    activation: str,
-    width: int,
-    depth: int,
-    gain: float,
-    in_dim: int,
-    out_dim: int,
-    dropout_rate: float = 0.1,
-    precision: str = "highest",
-) -> Network:
-    """Validate the settings on the host and return the ``Network``.
-
-    ``precision`` is the matmul/conv precision; "highest" (default) keeps float32
-    products exact on accelerators (no TF32), as PyTorch's defaults do. Invalid
-    settings raise ``ValueError`` naming the argument.
-
-    Example:
-        ```python
-        import jax
-        import jax.numpy as jnp
-        from rsd import networks
-
-        net = networks.make_network("mlp", activation="tanh", width=8, depth=3, gain=1.0,
-                                    in_dim=2, out_dim=1)
-        params = net.init(jax.random.key(0))
-        out, hiddens = net.apply(params, jnp.ones((5, 2)))   # out: [5, 1]
-        assert out.shape == (5, 1) and hiddens[0].shape == (5, 8)
-        ```
-    """
-    _check_name("architecture", architecture, ARCHITECTURES)
-    _check_name("activation", activation, ACTIVATIONS)
-    check_int_range("width", width, 1)
-    check_int_range("depth", depth, 1)
-    check_int_range("in_dim", in_dim, 1)
-    check_int_range("out_dim", out_dim, 1)
-    _check_name("precision", precision, PRECISIONS)
-    if not _is_real(gain):
-        raise ValueError(f"gain must be a finite number >= 0; got {_short_repr(gain)}.")
-    check_nonnegative("gain", float(gain))  # an int beyond int64 is an object array to numpy
-    if not _is_real(dropout_rate) or not (0.0 <= dropout_rate < 1.0):
-        raise ValueError(f"dropout_rate must be a number in [0, 1); got {_short_repr(dropout_rate)}.")
-    if architecture == "cnn":
-        shortest = (CONV_KERNEL - 1) * (depth + 1) + 1
-        if width < shortest:
-            raise ValueError(
-                f"width must be >= {shortest} for the cnn with depth {depth} "
-                f"(each of its {depth + 1} convs shortens the length by {CONV_KERNEL - 1}); got {width}."
-            )
-    # XLA aborts the process (no exception) on an array whose size overflows int64.
-    largest = max(in_dim * width, width * width, width * out_dim)
-    if largest > _MAX_ELEMENTS:
-        raise ValueError(f"width, in_dim and out_dim give a layer of {largest:.3g} weights; no array holds more "
-                         f"than {_MAX_ELEMENTS:.3g}.")
-    return Network(
-        architecture=architecture,
-        activation=activation,
-        width=int(width),
-        depth=int(depth),
-        gain=float(gain),
-        in_dim=int(in_dim),
-        out_dim=int(out_dim),
-        dropout_rate=float(dropout_rate),
-        precision=precision,
-    )
-
-

@@ -5,6 +5,8 @@ devices and processes, stored as Parquet (and Zarr) and resumable after any kill
 cells, compiled groups and chunks (``describe_plan`` prints them), ``run_sweep`` runs it
 into a folder and ``read_results`` reads the folder's table. ``rsd sweep SPEC --out DIR``
 is the same from the command line; ``examples/two_points.toml`` is a spec to start from.
+``UnitStore`` keeps the finished units (rows) of any other piece of work, so that the
+experiments of ``rsd run`` resume after a kill as sweeps do.
 """
 
 from ._plan import (
@@ -22,6 +24,7 @@ from ._plan import (
 from ._run import FIT_SKIPPED, SweepReport, init_distributed, result_schema, run_chunk, run_sweep
 from ._spec import SweepSpec, load_spec, parse_spec
 from ._store import MANIFEST, RESULTS, TRAJECTORIES, read_manifest, read_results
+from ._units import UnitStore, run_unit, writable_folder, write_atomic
 
 __all__ = [
     "SweepSpec",
@@ -48,4 +51,8 @@ __all__ = [
     "MANIFEST",
     "RESULTS",
     "TRAJECTORIES",
+    "UnitStore",
+    "run_unit",
+    "write_atomic",
+    "writable_folder",
 ]

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 
-import jax
-
-from ..training import Setting
+from ..training import Setting, state_bytes
+from ..training import parameter_count as network_parameter_count
 from ._spec import SweepSpec
 
 __all__ = ["Cell", "Group", "Chunk", "Plan", "ChunkEstimate", "make_plan", "describe_plan",
@@ -209,10 +207,9 @@ def group_layers(plan: Plan, group: Group) -> tuple[int, ...]:
 
 
 def parameter_count(setting: Setting) -> int:
-    """Number of trainable parameters of the setting's network (shapes traced, nothing run)."""
-    network = setting.network()
-    shapes = jax.eval_shape(network.init, jax.random.key(0))
-    return int(sum(math.prod(a.shape) for a in jax.tree.leaves(shapes)))
+    """Number of trainable parameters of the setting's network (shapes traced, nothing run;
+    :func:`rsd.training.parameter_count`, the count ``train``'s memory model uses)."""
+    return network_parameter_count(setting.network())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,10 +233,12 @@ def estimate_chunk(plan: Plan, group: Group, elements: int | None = None) -> Chu
     if elements is None:
         elements = max(len(plan.chunks[c].elements) for c in group.chunks)
     setting = group.structure
-    n = parameter_count(setting)
+    network = setting.network()
+    n = network_parameter_count(network)
     k = len(group_layers(plan, group))
-    copies = 2 + (2 if setting.optimizer == "adam" else 0)
-    bytes_per = 4 * (copies * n + setting.steps * (k + 3))
+    # The parameters and the optimizer's moments as train counts them, and the gradient.
+    state = state_bytes(network, setting.optimizer, "float32")
+    bytes_per = state + 4 * n + 4 * setting.steps * (k + 3)
     seconds = setting.steps * elements * _PASSES * 4 * n / ASSUMED_BANDWIDTH
     return ChunkEstimate(parameters=n, memory_bytes=elements * bytes_per, seconds=seconds)
 

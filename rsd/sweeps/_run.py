@@ -21,10 +21,11 @@ import numpy as np
 from . import _store
 from ._plan import Plan, group_layers, make_plan
 from ._spec import SweepSpec, load_spec
+from ..fitting import FitStatus
 
 __all__ = ["SweepReport", "run_sweep", "run_chunk", "init_distributed", "FIT_SKIPPED", "result_schema"]
 
-FIT_SKIPPED = -2
+FIT_SKIPPED = FitStatus.SKIPPED
 """``fit_status`` of every row of a sweep whose spec says ``[fit] rates = false``."""
 _METRICS = ("eta_h", "eta_y", "fit_loss", "r2_h", "r2_y", "r2_w", "final_h", "final_loss")
 
@@ -148,7 +149,7 @@ def run_chunk(plan: Plan, index: int, *, devices=None):
     import pyarrow as pa
 
     from ..data import two_points
-    from ..experiments._common import fit_rates_masked
+    from ..fitting import fit_rates_masked
     from ..training import Status
 
     if not isinstance(plan, Plan):
@@ -216,8 +217,9 @@ def result_schema(plan: Plan):
       theory to (h at the first recorded layer, y, w); NaN where not fitted;
     * ``final_h`` (last record of h at the first recorded layer), ``final_loss``;
     * ``train_status`` (:class:`rsd.training.Status`), ``fit_status``
-      (:class:`rsd.fitting.FitStatus`; ``TRAINING_DIVERGED`` = −1 for an element whose
-      training diverged; ``FIT_SKIPPED`` = −2 when the spec says ``[fit] rates = false``).
+      (:class:`rsd.fitting.FitStatus`, one enumeration for every row: ``NOT_FITTED`` = −1
+      for an element whose training diverged, ``SKIPPED`` = −2 when the spec says
+      ``[fit] rates = false``).
     """
     import pyarrow as pa
 
@@ -307,16 +309,9 @@ def _barrier(num_processes, name):
 
 
 def _check_out(out):
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out {str(out)!r} exists and is not a folder.")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"out {str(out)!r} is not a writable folder ({error.strerror}).") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ValueError(f"out {str(out)!r} is not a writable folder.")
-    return out
+    from ._units import writable_folder
+
+    return writable_folder(out, name="out")
 
 
 def _versions():

@@ -2,6 +2,11 @@
 
 State z = (h, y, w): squared representational distance, squared output distance
 and alignment of a pair of inputs; time in training steps.
+
+The theory knows nothing of networks (rsd's layering: ``theory`` is below
+``fitting``, which reads networks and recorded trajectories). Its solve core —
+:func:`solve_trajectory`, :func:`default_tolerances`, :data:`H_FLOOR` — is public so
+that the fits solve the theory exactly as :func:`solve` does.
 """
 
 from ._dynamics import (
@@ -26,8 +31,7 @@ from ._linearized import (
     solve_linearized,
 )
 from ._pairwise import matrix_correlation, predicted_distance_matrix, structure_prediction
-from ._predicted import PredictedRates, predicted_rates
-from ._solve import Solution, Status, solve
+from ._solve import H_FLOOR, Solution, Status, Trajectory, default_tolerances, solve, solve_trajectory
 
 __all__ = [
     "vector_field",
@@ -44,6 +48,10 @@ __all__ = [
     "solve",
     "Solution",
     "Status",
+    "solve_trajectory",
+    "Trajectory",
+    "default_tolerances",
+    "H_FLOOR",
     "LinearizedState",
     "LinearizedSolution",
     "linearized_vector_field",
@@ -53,6 +61,14 @@ __all__ = [
     "predicted_distance_matrix",
     "structure_prediction",
     "matrix_correlation",
-    "PredictedRates",
-    "predicted_rates",
 ]
+
+_MOVED = {"predicted_rates": "rsd.fitting.predicted_rates", "PredictedRates": "rsd.fitting.PredictedRates"}
+
+
+def __getattr__(name):
+    # Predicted rates read a network, so they live above the theory, in rsd.fitting.
+    if name in _MOVED:
+        raise AttributeError(f"rsd.theory.{name} has moved to {_MOVED[name]} (rates predicted from a "
+                             f"network belong above the theory): use `from rsd.fitting import {name}`.")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

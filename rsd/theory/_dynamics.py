@@ -242,7 +242,9 @@ def loss_curve(ts, z, dy2, eta_mean, e0):
     ``z`` holds (h, y, w) at the times ``ts`` (shape [..., len(ts), 3], finite); t is
     the number of training steps since the start (``ts`` 1-D, finite, strictly
     increasing), and ``e0`` the mean-output error at t = 0. ``dy2``, ``eta_mean`` and
-    ``e0`` broadcast against z's leading shape (checked on the host).
+    ``e0`` broadcast against z's leading shape (checked on the host; with traced
+    arguments, under jit or vmap, only the shapes are checked, so the fit of η_ȳ in
+    :func:`rsd.fitting.fit_loss_rate` evaluates this same function).
 
     Returns:
         L [..., len(ts)], the ½·MSE loss of the pair at each time, in squared output

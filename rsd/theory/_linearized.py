@@ -41,7 +41,7 @@ from .._validation import (
     check_solver,
     check_tolerance,
 )
-from ._solve import Status, default_tolerances, trajectory
+from ._solve import Status, default_tolerances, solve_trajectory
 
 __all__ = [
     "LinearizedState",
@@ -239,8 +239,8 @@ def solve_linearized(
 def _solve(states0, ts, args, rtol, atol, max_steps, solver, chunk):
     """Flat, padded batch of pairs: leaves of ``states0`` and ``args`` [n, ...]."""
     def one(state0, pair_args):
-        return tuple(trajectory(state0, ts, pair_args, field=linearized_vector_field, solver=solver,
-                                rtol=rtol, atol=atol, max_steps=max_steps, h_floor=None))
+        return tuple(solve_trajectory(state0, ts, pair_args, field=linearized_vector_field, solver=solver,
+                                      rtol=rtol, atol=atol, max_steps=max_steps, h_floor=None))
 
     return chunked_vmap(one, (states0, args), chunk)
 

@@ -28,10 +28,11 @@ from .._validation import (
 )
 from ._dynamics import _final_distance, vector_field
 
-__all__ = ["Status", "Solution", "solve"]
+__all__ = ["Status", "Solution", "solve", "Trajectory", "solve_trajectory", "default_tolerances", "H_FLOOR"]
 
 H_FLOOR = 1e-6
-"""Default relative floor on h: a trajectory stops when h < H_FLOOR·min(h0, h∞)."""
+"""Default relative floor on h (of :func:`solve`, :func:`solve_trajectory` and the fits):
+a trajectory stops when h < H_FLOOR·min(h0, h∞)."""
 
 FIRST_BUDGET = 128
 """Step budget of the first explicit pass of :func:`solve` (see its docstring)."""
@@ -228,8 +229,8 @@ def _solve(z0s, ps, ts, n_times, n_real, *, rtol, atol, max_steps, solver, stiff
     z0s, ps = z0s[order], ps[order]
 
     def one(solver, budget):
-        return lambda z0, p: trajectory(z0, ts, tuple(p), field=field, solver=solver, rtol=rtol,
-                                        atol=atol, max_steps=budget, h_floor=h_floor, adjoint=adjoint)
+        return lambda z0, p: solve_trajectory(z0, ts, tuple(p), field=field, solver=solver, rtol=rtol,
+                                              atol=atol, max_steps=budget, h_floor=h_floor, adjoint=adjoint)
 
     explicit = solver if solver is not None else diffrax.Tsit5()
     # Saved steps fill a [budget + 1, 3] buffer per element that every step of the
@@ -274,8 +275,9 @@ def _h_scale(z0, eta_h, eta_y, dx2, dy2):
 def default_tolerances(dtype, rtol=None, atol=None, *, tighten: float = 1.0):
     """(rtol, atol), each defaulting to 1e-6, 1e-9 (float64) or 1e-5, 1e-8 (float32).
 
-    ``tighten`` divides the float64 defaults (not explicit values, nor float32's,
-    which cannot go much tighter): the fits use 10.
+    The defaults of :func:`solve`, :func:`solve_linearized` and the fits; an explicit
+    ``rtol`` or ``atol`` is returned as it is. ``tighten`` divides the float64 defaults
+    (not explicit values, nor float32's, which cannot go much tighter): the fits use 10.
     """
     wide = dtype == jnp.float64
     scale = 1.0 / tighten if wide else 1.0
@@ -311,7 +313,7 @@ def _stiffness(z0s, ps, duration):
 # The one single-trajectory solve: solve, solve_linearized and the fits all call it.
 
 class Trajectory(NamedTuple):
-    """Result of :func:`trajectory`: ``zs`` (z0's structure with a leading time axis),
+    """Result of :func:`solve_trajectory`: ``zs`` (z0's structure with a leading time axis),
     ``status`` (a :class:`Status`, int32) and ``num_steps`` (int32)."""
 
     zs: object
@@ -319,21 +321,28 @@ class Trajectory(NamedTuple):
     num_steps: jax.Array
 
 
-def trajectory(z0, ts, args, *, field: Callable = vector_field, solver=None, rtol: float,
-               atol: float, max_steps: int, h_floor: float | None = H_FLOOR, adjoint=None) -> Trajectory:
+def solve_trajectory(z0, ts, args, *, field: Callable = vector_field, solver=None, rtol: float,
+                     atol: float, max_steps: int, h_floor: float | None = H_FLOOR,
+                     adjoint=None) -> Trajectory:
     """ONE trajectory of dz/dt = ``field(t, z, args)`` from ``z0`` at ``ts[0]``, read at ``ts``.
 
     The single-trajectory solve behind :func:`solve`, :func:`solve_linearized` and the
-    fits: a diffrax solve (``solver``, default Tsit5; PID step-size control at ``rtol``,
-    ``atol``; at most ``max_steps`` steps; ``throw=False``) that saves every step, then a
-    quintic Hermite interpolant at ``ts`` (see :func:`_hermite_at`). It stops early
-    (a diffrax event) on a non-finite state, status ``FAILED``, and — with ``h_floor``
-    set, for the 3-D theory only (z0 [3] = (h, y, w), args = (η_h, η_y, dx2, dy2)) —
-    where h < ``h_floor``·min(h0, h∞) (h0 when h∞ = 0), status ``HIT_ZERO``. After a
-    stop, times past it hold the last state reached. ``z0`` may be any pytree of
-    arrays (``h_floor=None``); ``adjoint`` is diffrax's (``diffrax.ForwardMode()`` for
-    ``jax.jvp``/``jax.jacfwd``; default reverse mode). Pure and jittable; vmap it to batch.
-    Options are not checked here: the public entry points check them on the host.
+    fits of :mod:`rsd.fitting`: a diffrax solve (``solver``, default Tsit5; PID
+    step-size control at ``rtol``, ``atol``; at most ``max_steps`` steps;
+    ``throw=False``) that saves every step, then a quintic Hermite interpolant at ``ts``
+    (training steps), from z, dz/dt and d²z/dt² at both ends of each step: error
+    O(Δt⁶), below the solver's own.
+
+    It stops early (a diffrax event) on a non-finite state, status ``FAILED``, and —
+    with ``h_floor`` set, for the 3-D theory only (z0 [3] = (h, y, w), args = (η_h,
+    η_y, dx2, dy2)) — where h < ``h_floor``·min(h0, h∞) (h0 when h∞ = 0), status
+    ``HIT_ZERO``. After a stop, times past it hold the last state reached. ``z0`` may
+    be any pytree of arrays (``h_floor=None``); ``adjoint`` is diffrax's
+    (``diffrax.ForwardMode()`` for ``jax.jvp``/``jax.jacfwd``; default reverse mode).
+
+    Pure and jittable, written for one trajectory: ``jax.vmap`` it to batch. Nothing
+    is checked here (it runs inside jit and vmap); the batched entry points check
+    their options on the host and take rtol and atol from :func:`default_tolerances`.
     """
     flat0, unravel = ravel_pytree(z0)
     flat_field = lambda t, z, a: ravel_pytree(field(t, unravel(z), a))[0]  # noqa: E731

@@ -10,9 +10,12 @@ axis can be sharded over devices. ``Trainer`` exposes the same step as a pure
 ``init``/``step`` pair over a pytree ``TrainState`` for loops a user drives.
 """
 
-from ._engine import Run, Status, named_optimizer, train, use_devices
-from ._loop import Trainer, TrainState, pad_hidden
+from ._engine import train
+from ._loop import Trainer, pad_hidden
 from ._paper import PAPER_TABLES, PaperRow
+from ._placement import Placement, parameter_count, seed_footprint, state_bytes, use_devices
+from ._recorders import Recording
+from ._run import Run, Status
 from ._settings import (
     ACTIVATIONS,
     ARCHITECTURES,
@@ -22,6 +25,7 @@ from ._settings import (
     paper_layer_to_rsd,
     paper_names,
 )
+from ._state import TrainState, named_optimizer
 
 __all__ = [
     "Setting",
@@ -33,6 +37,11 @@ __all__ = [
     "TrainState",
     "pad_hidden",
     "named_optimizer",
+    "Recording",
+    "Placement",
+    "parameter_count",
+    "state_bytes",
+    "seed_footprint",
     "paper_layer_to_rsd",
     "paper_names",
     "PAPER_TABLES",

@@ -9,50 +9,33 @@ scans (the same function of the same engine), so a scan of ``T`` steps from
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 import jax
 import jax.numpy as jnp
 import optax
 
-from ._engine import (
+from ._checks import (
     _as_float_array,
     _check_data,
     _check_layers,
     _check_pair,
-    _has_injected_lr,
-    _seed_stepper,
     _short_repr,
     _typed_key,
-    named_optimizer,
+    parameter_template,
 )
+from ._recorders import PairRecorder
 from ._settings import MAX_STEPS, Setting
+from ._state import (
+    TrainData,
+    TrainState,
+    _has_injected_lr,
+    init_state,
+    named_optimizer,
+    step_config,
+    train_step,
+)
 
-__all__ = ["TrainState", "Trainer", "pad_hidden"]
+__all__ = ["Trainer", "pad_hidden"]
 
-
-class TrainState(NamedTuple):
-    """The state of ONE seed's training (a pytree; a leading axis for many seeds).
-
-    * ``params``: the network's parameters; ``opt_state``: the optimizer's state (with
-      the default optimizers it holds the learning rate,
-      ``opt_state.hyperparams["learning_rate"]``).
-    * ``step`` int32: the index t of the next step (0 at ``init``).
-    * ``status`` int32 (:class:`Status`), ``diverged_step`` int32: the step whose loss,
-      activations or gradient turned non-finite (``MAX_STEPS`` while none has); from
-      then on ``step`` leaves ``params`` and ``opt_state`` unchanged.
-    * ``order``: the current epoch's minibatch order (None for full batch).
-    * ``k_order``, ``k_dropout``: the seed's minibatch-order and dropout keys.
-    """
-
-    params: Any
-    opt_state: Any
-    step: jax.Array
-    status: jax.Array
-    diverged_step: jax.Array
-    order: jax.Array | None
-    k_order: jax.Array
-    k_dropout: jax.Array
 
 
 class Trainer:
@@ -67,6 +50,8 @@ class Trainer:
         layers: hidden layers whose h is recorded (default ``setting.layers``, else all).
         optimizer: None (``setting.optimizer`` by name with an injected learning rate,
             :func:`named_optimizer`) or any ``optax.GradientTransformation``.
+        network: None (``setting.network(in_dim, out_dim)``) or any network of rsd's
+            interface, trained instead (as :func:`train`'s ``network``).
 
     Example:
         4 seeds × 2 learning rates in one program, 100 steps scanned by hand:
@@ -90,7 +75,7 @@ class Trainer:
     """
 
     def __init__(self, setting: Setting, x, y, *, pair=(0, 1), layers=None,
-                 optimizer: optax.GradientTransformation | None = None):
+                 optimizer: optax.GradientTransformation | None = None, network=None):
         if not isinstance(setting, Setting):
             raise ValueError(f"setting must be an rsd.training.Setting; got {type(setting).__name__}.")
         dtype = jnp.result_type(float)
@@ -100,7 +85,7 @@ class Trainer:
             raise ValueError("x and y must have shapes [n, in_dim] and [n, out_dim] (one data "
                              f"set; vmap the trainer for several); got {tuple(x.shape)} and "
                              f"{tuple(y.shape)}.")
-        _check_data(setting, x, y, 1)
+        _check_data(setting, x, y, 1, network)
         n = x.shape[0]
         self.pair = _check_pair(pair, n)
         if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
@@ -109,14 +94,18 @@ class Trainer:
         batch_size = setting.batch_size if setting.batch_size is not None and \
             setting.batch_size < n else None
         self.setting = setting
-        self.network = setting.network(x.shape[1], y.shape[1])
+        self.network = setting.network(x.shape[1], y.shape[1]) if network is None else network
         self.layers = _check_layers("layers", layers if layers is not None else setting.layers,
                                     self.network.num_hidden)
         self.optimizer = named_optimizer(setting.optimizer) if optimizer is None else optimizer
         self._named = optimizer is None
-        self._takes_lr = self._named or _has_injected_lr(
-            self.optimizer, jax.eval_shape(self.network.init, jax.random.key(0)))
-        self._structure = setting.replace(batch_size=batch_size)
+        self._takes_lr = self._named or _has_injected_lr(self.optimizer,
+                                                         parameter_template(self.network))
+        # No guard and no end: the caller decides how many steps; "not yet diverged or
+        # stopped" is MAX_STEPS.
+        self._config = step_config(setting.replace(batch_size=batch_size), self.network,
+                                   self.optimizer, steps=MAX_STEPS)
+        self._observe = PairRecorder(self.layers).observer
         self.x, self.y = x, y
 
     def init(self, seed, lr=None, *, params=None, root_key=None) -> TrainState:
@@ -139,11 +128,8 @@ class Trainer:
             params = self.network.init(k_init)
         if lr is None and self._named:
             lr = self.setting.lr
-        carry = self._stepper(k_order, k_dropout, lr).carry0(params)
-        p, opt_state, status, _, _, _, order = carry
-        return TrainState(params=p, opt_state=opt_state, step=jnp.int32(0), status=status,
-                          diverged_step=jnp.int32(MAX_STEPS), order=order, k_order=k_order,
-                          k_dropout=k_dropout)
+        return init_state(self._config, TrainData(self.x, self.y), params, k_order, k_dropout,
+                          lr)
 
     def step(self, state: TrainState) -> tuple[TrainState, dict]:
         """One training step: the records of ``state`` (before the update) and the state
@@ -152,23 +138,8 @@ class Trainer:
         Records: ``h`` [K] at ``layers``, ``y``, ``w``, ``e0`` of the pair and the
         full-data half-MSE ``loss``, in eval mode, as :func:`train` records them.
         """
-        stepper = self._stepper(state.k_order, state.k_dropout, None)
-        steps = jnp.int32(self._structure.steps)
-        carry = (state.params, state.opt_state, state.status, state.diverged_step, steps, None,
-                 state.order)
-        (params, opt_state, status, diverged_step, _, _, order), rec = stepper.unit(
-            carry, state.step)
-        return state._replace(params=params, opt_state=opt_state, step=state.step + 1,
-                              status=status, diverged_step=diverged_step, order=order), rec
-
-    def _stepper(self, k_order, k_dropout, lr):
-        return _seed_stepper(
-            self.x, self.y, k_order, k_dropout, jnp.asarray(self.pair, jnp.int32), None, None,
-            lr, None, None, network=self.network, setting=self._structure,
-            layers=self.layers, matrix_layers=None, num_mats=0, record_every=1, guard=False,
-            unroll=1, optimizer=self.optimizer)
-
-
+        return train_step(self._config, TrainData(self.x, self.y), state, state.step,
+                          observe=self._observe(self.y, jnp.asarray(self.pair, jnp.int32)))
 
 
 def pad_hidden(layers, width: int):

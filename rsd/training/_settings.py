@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from .._validation import check_choice, check_int_range
+from ..networks import ACTIVATIONS, ARCHITECTURES, cnn_min_width
 from ._paper import PAPER_TABLES, PaperRow
 
 __all__ = [
@@ -40,10 +41,6 @@ __all__ = [
     "paper_names",
 ]
 
-ARCHITECTURES = ("mlp", "resnet", "cnn", "dropout")
-"""Values of ``Setting.architecture`` (the names of :data:`rsd.networks.ARCHITECTURES`)."""
-ACTIVATIONS = ("none", "linear", "relu", "leaky_relu", "tanh", "elu", "silu")
-"""Values of ``Setting.activation`` (the names of :data:`rsd.networks.ACTIVATIONS`)."""
 OPTIMIZERS = ("sgd", "adam")
 """Values of ``Setting.optimizer``: plain SGD or Adam (optax defaults), see
 :func:`named_optimizer`."""
@@ -56,7 +53,6 @@ _TWO_POINT_TABLE = "2_points"
 # Rows the reference trains with Adam; every other row uses plain SGD.
 _ADAM_ROWS = {(_TWO_POINT_TABLE, "adam"), ("mnist", "structure")}
 _QUIRK_BATCH_SIZE = 64
-_CNN_KERNEL_SHRINK = 10  # each of the L + 1 convolutions (kernel 11, no padding) drops 10
 # Training counts steps (stop and divergence steps, record slots) in int32.
 MAX_STEPS = 2**31 - 1
 
@@ -154,12 +150,12 @@ class Setting:
             for layer in self.layers:
                 check_int_range("Setting.layers entries", layer, 0)
         if self.architecture == "cnn":
-            shrink = _CNN_KERNEL_SHRINK * (self.depth + 1)
-            if self.width - shrink < 1:
+            if self.width < cnn_min_width(self.depth):
+                shrink = cnn_min_width(self.depth) - 1
                 raise ValueError(
                     f"Setting.width must be > {shrink} for Setting.architecture='cnn' with "
                     f"Setting.depth={self.depth} (each of its {self.depth + 1} convolutions shortens "
-                    f"the signal by 10); got {self.width}."
+                    f"the signal by {shrink // (self.depth + 1)}); got {self.width}."
                 )
 
     def network(self, in_dim: int | None = None, out_dim: int | None = None):

@@ -1,8 +1,9 @@
-"""The Flax modules behind ``Network``; nothing outside rsd.networks sees them.
+"""Flax building blocks of the paper's networks; nothing outside rsd.networks sees them.
 
-Every parametrized module is named ``layer_<n>`` in forward order, so the thin layer in
-``_network.py`` can turn Flax's parameter dict into a tuple of ``{"kernel", "bias"}``
-dicts and back.
+Every parametrized module is named ``layer_<n>`` in forward order, so ``Network`` (in
+``_network.py``) can turn Flax's parameter dict into a tuple of ``{"kernel", "bias"}``
+dicts and back. ``DenseStack`` serves the MLP, the ResNet and the dropout MLP; the
+CNN's Flax module lives with its architecture in ``_cnn.py``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,7 @@ from jax import lax
 
 from ._activations import activation
 
-__all__ = ["xavier_normal", "dense", "Dense", "DenseStack", "ConvNet", "CONV_CHANNELS", "CONV_KERNEL"]
-
-CONV_CHANNELS = 20
-CONV_KERNEL = 11
+__all__ = ["xavier_normal", "dense", "Dense", "dense_layer", "DenseStack"]
 
 
 def xavier_normal(gain: float):
@@ -122,7 +120,8 @@ class Dense(nn.Module):
         return dense(x, kernel, bias, self.precision)
 
 
-def _dense(features, gain, precision, n):
+def dense_layer(features, gain, precision, n):
+    """Parametrized module ``layer_<n>``: a :class:`Dense` with Xavier-normal kernel and zero bias."""
     return Dense(
         features,
         kernel_init=xavier_normal(gain),
@@ -161,50 +160,10 @@ class DenseStack(nn.Module):
             if keep is not None:
                 a = a * jnp.where(keep[n], scale, jnp.zeros_like(scale))
             features = self.out_dim if n == self.depth else self.width
-            z = _dense(features, self.gain, self.precision, n)(a)
+            z = dense_layer(features, self.gain, self.precision, n)(a)
             if n == self.depth:
                 return z, tuple(hiddens)
             a = act(z)
             if self.skip and n >= 2:
                 a = a + hiddens[n - 2]
             hiddens.append(a)
-
-
-class ConvNet(nn.Module):
-    """CNN: Linear(in→P), act, Conv1d(1→20), act, (L−1)×[Conv1d(20→20), act], Conv1d(20→1), act, Linear.
-
-    Convs have kernel 11 and no padding, so each shortens the length by 10 and the last
-    Linear maps P − 10·(L+1) → out. Hidden records are flattened channel-major, as
-    PyTorch's ``.reshape(batch, −1)`` of a [batch, channels, length] tensor.
-    """
-
-    width: int
-    depth: int
-    out_dim: int
-    activation: str
-    gain: float
-    precision: Any = None
-
-    @nn.compact
-    def __call__(self, x, keep=None):
-        act = activation(self.activation)
-        batch = x.shape[0]
-        a = act(_dense(self.width, self.gain, self.precision, 0)(x))
-        hiddens = [a]
-        a = a[:, :, None]  # Flax convs are channels-last: [batch, length, channels]
-        channels = [CONV_CHANNELS] * self.depth + [1]
-        for i, c in enumerate(channels):
-            conv = nn.Conv(
-                c,
-                (CONV_KERNEL,),
-                padding="VALID",
-                kernel_init=xavier_normal(self.gain),
-                bias_init=nn.initializers.zeros,
-                precision=self.precision,
-                name=f"layer_{i + 1}",
-            )
-            a = act(conv(a))
-            # explicit sizes, not -1: an empty batch (batch = 0) must still reshape
-            hiddens.append(jnp.swapaxes(a, 1, 2).reshape(batch, a.shape[1] * a.shape[2]))
-        z = _dense(self.out_dim, self.gain, self.precision, len(channels) + 1)(a[:, :, 0])
-        return z, tuple(hiddens)

@@ -6,6 +6,8 @@ the pair's representation difference Δφ = φ(x2) − φ(x1) through the encode
 parameters, to the output difference Δŷ through the decoder parameters and to the
 midpoint output ȳ = (ŷ1 + ŷ2)/2 through all parameters, each projected (least
 squares) on the direction the effective theory moves that quantity per unit rate.
+An estimate of the rates like the fits, but from a network: it sits above both
+``rsd.theory`` and ``rsd.networks``.
 """
 
 from __future__ import annotations

@@ -152,11 +152,13 @@ def test_loss_curve_matches_half_mse_of_two_outputs(x64):
 
 
 def test_batched_solve_equals_python_loop(x64):
-    # 1,000 parameter sets in one call equal 1,000 single solves.
+    # 1,000 parameter sets in one call equal single solves of the same sets: the first,
+    # the last and 62 drawn across the batch (each single solve is a separate dispatch).
     z0, *p = _params(1000, seed=9)
     batch = theory.solve(z0, TS, *p)
-    singles = np.stack([np.asarray(theory.solve(z0[i], TS, *(a[i] for a in p)).zs) for i in range(1000)])
-    assert_close(np.asarray(batch.zs), singles, rtol=1e-12, atol=1e-15)
+    picked = np.unique(np.r_[0, 999, np.random.default_rng(9).choice(1000, 62, replace=False)])
+    singles = np.stack([np.asarray(theory.solve(z0[i], TS, *(a[i] for a in p)).zs) for i in picked])
+    assert_close(np.asarray(batch.zs)[picked], singles, rtol=1e-12, atol=1e-15)
 
 
 def test_vmap_of_solve_equals_batch(x64):

@@ -16,6 +16,7 @@ with the finished result, so a rerun with one more row computes only that row.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import shutil
@@ -108,8 +109,13 @@ def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int |
     done = len(store.finished())
     log(f"{name}: running ({size})" + (f", resuming: {done} finished units in {store.folder}" if done else ""))
     start = time.perf_counter()
+    # An experiment keeps its finished units in the store when its ``run`` takes one.
+    resumable = "store" in inspect.signature(module.run).parameters
     with use_devices(devices):
-        result = module.run(config, upstream=upstream, progress=progress, store=store)
+        if resumable:
+            result = module.run(config, upstream=upstream, progress=progress, store=store)
+        else:
+            result = module.run(config, upstream=upstream, progress=progress)
     seconds = time.perf_counter() - start
     if store.reused:
         log(f"{name}: {store.reused} units reused, {store.ran} computed")
@@ -133,8 +139,12 @@ def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int |
         _write_csv(partial / "metrics.csv", metrics)
         _write_json(partial / "config.json", {**record, "figures": list(figures), "seconds": seconds,
                                               "units": {"ran": store.ran, "reused": store.reused}})
-        # The finished units stay with the result: a rerun with one more row computes that row only.
-        (folder / SWEEP).rename(partial / SWEEP)
+        # The finished units stay with the result: a rerun with one more row computes that row
+        # only. An experiment that stored none leaves no sweep folder.
+        if store.ran or store.reused:
+            (folder / SWEEP).rename(partial / SWEEP)
+        else:
+            shutil.rmtree(folder / SWEEP, ignore_errors=True)
         _replace_folder(partial, folder)
     finally:
         if partial.exists():

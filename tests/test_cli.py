@@ -36,7 +36,7 @@ def _fake(calls):
     module.__doc__ = "A fake experiment.\n\nIt draws a line."
     module.Config = _FakeConfig
 
-    def run(config, *, upstream=None, progress=False):
+    def run(config, *, upstream=None, progress=False, store=None):
         calls.append(config)
         return config.width
 

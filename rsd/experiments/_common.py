@@ -1,7 +1,8 @@
 """What every experiment shares: sizes, configs from the command line, statistics.
 
 An experiment module has ``Config`` (a frozen dataclass with ``for_size(size)``),
-``run(config, *, upstream=None, progress=False) -> result``, ``plot(result) ->
+``run(config, *, upstream=None, progress=False, store=None) -> result`` (``store``: the
+:class:`rsd.sweeps.UnitStore` its units of work are kept in, or None), ``plot(result) ->
 {name: figure}``, ``metrics(result) -> {name: float}``, ``arrays(result) -> {name:
 array}`` (saved as ``result.npz``) and ``summary(result) -> str``. The driver in
 :mod:`rsd.experiments._driver` runs them, writes their files and the report.
@@ -224,7 +225,14 @@ def train_pair(setting, seeds: int, *, all_layers: bool = False) -> PairRun:
     from .. import data, training
 
     x, y = data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim, out_dim=setting.out_dim)
-    rec = training.train(setting, x, y, seeds=range(seeds))
+    return pair_run(training.train(setting, x, y, seeds=range(seeds)), all_layers=all_layers)
+
+
+def pair_run(rec, *, all_layers: bool = False) -> PairRun:
+    """The two-point records of a :class:`rsd.training.Run` (h at the first recorded layer,
+    or at every layer with ``all_layers``)."""
+    from .. import training
+
     h = np.asarray(rec.h) if all_layers else np.asarray(rec.h[..., 0])
     return PairRun(h=h, y=np.asarray(rec.y), w=np.asarray(rec.w), loss=np.asarray(rec.loss),
                    e0=np.asarray(rec.e0), dx2=float(rec.dx2), dy2=float(rec.dy2),

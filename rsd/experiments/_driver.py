@@ -16,7 +16,6 @@ with the finished result, so a rerun with one more row computes only that row.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 import shutil
@@ -109,13 +108,8 @@ def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int |
     done = len(store.finished())
     log(f"{name}: running ({size})" + (f", resuming: {done} finished units in {store.folder}" if done else ""))
     start = time.perf_counter()
-    # An experiment keeps its finished units in the store when its ``run`` takes one.
-    resumable = "store" in inspect.signature(module.run).parameters
     with use_devices(devices):
-        if resumable:
-            result = module.run(config, upstream=upstream, progress=progress, store=store)
-        else:
-            result = module.run(config, upstream=upstream, progress=progress)
+        result = module.run(config, upstream=upstream, progress=progress, store=store)
     seconds = time.perf_counter() - start
     if store.reused:
         log(f"{name}: {store.reused} units reused, {store.ran} computed")
@@ -173,7 +167,9 @@ def reproduce(names=None, *, size: str = "quick", out="rsd-out", force: bool = F
     all_metrics["claims"] = claims_metrics(verdicts)
     _write_json(out / "metrics.json", all_metrics, atomic=True)
     report = out / "report.md"
-    _write_text(report, _report(outcomes, size, verdicts, header=header))
+    from ..sweeps import write_atomic
+
+    write_atomic(report, _report(outcomes, size, verdicts, header=header))
     return report, all_metrics
 
 
@@ -292,15 +288,11 @@ def _number(value):
 def _write_json(path: Path, data, atomic: bool = False):
     text = json.dumps(data, indent=1, sort_keys=False, allow_nan=True)
     if atomic:
-        _write_text(path, text)
+        from ..sweeps import write_atomic
+
+        write_atomic(path, text)
     else:
         path.write_text(text)
-
-
-def _write_text(path: Path, text: str):
-    from ..sweeps import write_atomic
-
-    write_atomic(path, text)
 
 
 def _write_csv(path: Path, metrics: dict):

@@ -149,9 +149,7 @@ def train_checkpoints(setting: training.Setting, x, y, seeds: int, checkpoints: 
     run = training.train(setting, x, y, seeds=range(seeds), checkpoint_steps=tuple(int(t) for t in kept))
     where = {int(t): i for i, t in enumerate(kept)}
     at = lambda t: jax.tree.map(lambda a: a[:, where[int(t)]], run.checkpoints)  # noqa: E731
-    pair = c.PairRun(h=np.asarray(run.h[..., 0]), y=np.asarray(run.y), w=np.asarray(run.w),
-                     loss=np.asarray(run.loss), e0=np.asarray(run.e0), dx2=float(run.dx2),
-                     dy2=float(run.dy2), trained=np.asarray(run.status) == training.Status.OK)
+    pair = c.pair_run(run)
     network = setting.network(x.shape[-1], y.shape[-1])
     if sgd:
         return Checkpoints(pair, bounds, [at(t) for t in bounds], None, network)

@@ -221,15 +221,24 @@ def _locked(out):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _write_json(path, data):
+def write_atomic(path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` whole or not at all: a hidden temporary file in the same
+    folder, flushed to disk and renamed over ``path``."""
+    path = Path(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def _write_json(path, data):
+    write_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 def _fsync_dir(folder):

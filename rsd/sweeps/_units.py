@@ -29,29 +29,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._store import _fsync_dir, _locked, _write_json
+from ._store import _locked, _write_json, write_atomic
 
 __all__ = ["UnitStore", "run_unit", "write_atomic", "writable_folder"]
 
 _UNITS = "units"
 _MANIFEST = "manifest.json"
 _NAME = re.compile(r"^[A-Za-z0-9_.=+-]{1,120}$")
-
-
-def write_atomic(path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` whole or not at all: a hidden temporary file in the same
-    folder, flushed to disk and renamed over ``path``."""
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
 
 
 def writable_folder(out, *, name: str = "out") -> Path:

@@ -383,8 +383,9 @@ def test_determinism(x64, dtype):
     scale = np.abs(first).max(axis=1, keepdims=True)
     variants = {
         "alone": [np.asarray(theory.solve(z0[i], ts, *(a[i] for a in p)).zs) for i in range(3)],
-        "three copies": [np.asarray(theory.solve(np.stack([z0[i]] * 3), ts, *(a[i] for a in p)).zs[2])
-                         for i in range(3)],
+        # N copies: the batch's own compiled program, the element at another position.
+        "copies": [np.asarray(theory.solve(np.stack([z0[i]] * N), ts, *(a[i] for a in p)).zs[N - 1])
+                   for i in range(3)],
         "chunk 1": list(np.asarray(theory.solve(z0, ts, *p, chunk_size=1).zs)[:3]),
         "chunk 3": list(np.asarray(theory.solve(z0, ts, *p, chunk_size=3).zs)[:3]),
         "reversed": list(np.asarray(theory.solve(z0[::-1], ts, *(a[::-1] for a in p)).zs)[::-1][:3]),

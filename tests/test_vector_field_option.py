@@ -64,7 +64,41 @@ def test_the_four_alternatives_are_public_and_documented():
     assert list(fields) == ["dy_doubled", "dh_doubled", "dw_eta_h_flipped", "dy_eta_h_dropped"]
     assert fields["dy_doubled"] is theory.vector_field_dy_doubled
     for f in fields.values():
+        assert isinstance(f, theory.WeightedField)
         assert "dh/dt" in f.__doc__ and "dw/dt" in f.__doc__
+
+
+def test_weighted_field_is_the_weighted_sum_of_the_five_terms(x64):
+    rng = np.random.default_rng(1)
+    z = np.abs(rng.normal(size=(3,))) + 0.1
+    p = (0.3, 0.7, 1.2, 0.4)
+    dh, _, _ = _numpy_field("true")(0.0, z, *p)
+    h, y, w = z
+    dy_y, dy_h = -w * p[1] * h, -w * p[0] * p[2] * y / h
+    dw_y, dw_h = -0.5 * p[1] * (3 * w - y + p[3]) * h, -0.5 * p[0] * p[2] * (y + w) * w / h
+    c = (0.5, -1.5, 3.0, 0.25, 2.0)
+    got = np.asarray(theory.WeightedField(*c)(0.0, z, p))
+    np.testing.assert_allclose(got, [c[0] * dh, c[1] * dy_y + c[2] * dy_h, c[3] * dw_y + c[4] * dw_h],
+                               rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(theory.WeightedField()(0.0, z, p)), _numpy_field("true")(0.0, z, *p),
+                               rtol=1e-14)
+    for bad in (float("nan"), "2", True):
+        with pytest.raises(ValueError, match="WeightedField's weights must be finite real numbers"):
+            theory.WeightedField(dh=bad)
+
+
+def test_the_four_alternatives_share_one_compiled_solve_and_fit(x64):
+    """The weights are traced, not constants of the program: after the first
+    alternative, the others compile nothing, in solve and in fit_rates."""
+    h, y, w = _true_data()
+    first, *others = theory.perturbed_vector_fields.values()
+    theory.solve(Z0, TS, ETA_H, ETA_Y, DX2, DY2, vector_field=first, **TIGHT).zs.block_until_ready()
+    fit_rates(h, y, w, 1.0, 0.5, vector_field=first, **FIT).loss.block_until_ready()
+    for field in others:
+        with _Compiles() as c:
+            theory.solve(Z0, TS, ETA_H, ETA_Y, DX2, DY2, vector_field=field, **TIGHT).zs.block_until_ready()
+            fit_rates(h, y, w, 1.0, 0.5, vector_field=field, **FIT).loss.block_until_ready()
+        assert c.names == []
 
 
 @pytest.mark.parametrize("kind", ["dy_doubled", "dh_doubled", "dw_eta_h_flipped", "dy_eta_h_dropped"])

@@ -8,8 +8,8 @@ its log-grid on this estimate.
 
 from __future__ import annotations
 
-import functools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -95,6 +95,6 @@ def initial_rates(h, y, w, dx2, dy2, *, ts=None, vector_field=vector_field):
     return _initial_rates_batch(data, ts, dx2, dy2, vector_field).reshape(batch + (2,))
 
 
-@functools.partial(jax.jit, static_argnums=4)
+@eqx.filter_jit
 def _initial_rates_batch(data, ts, dx2, dy2, field):
     return jax.vmap(lambda d, x2, y2: _initial_rates(d, ts, x2, y2, field))(data, dx2, dy2)

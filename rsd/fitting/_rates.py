@@ -31,7 +31,6 @@ Failed solves are rejected trial points (masked with a double where), never NaNs
 from __future__ import annotations
 
 import enum
-import functools
 from typing import Callable
 
 import diffrax
@@ -117,7 +116,9 @@ class _Config(eqx.Module):
     atol: float = eqx.field(static=True)
     max_steps: int = eqx.field(static=True)
     h_floor: float = eqx.field(static=True)
-    field: Callable = eqx.field(static=True, default=vector_field)
+    # Not static: a field's arrays (a WeightedField's weights) are traced, so fields
+    # that differ only in them share one compiled fit (eqx.filter_jit).
+    field: Callable = vector_field
 
 
 # ---------------------------------------------------------------------------
@@ -265,8 +266,7 @@ def _fit_one(data, ts, ts_ok, dx2, dy2, center, *, idx, weights, offsets, cfg, g
     )
 
 
-@functools.partial(jax.jit, static_argnames=("n_fit", "grid_points", "grid_decades", "cfg", "grid_cfg",
-                                              "max_iterations", "polish_iterations", "chunk_size"))
+@eqx.filter_jit  # the Python numbers and cfg's functions are static, arrays traced
 def _fit_batch(data, ts, dx2, dy2, init, *, n_fit, grid_points, grid_decades, cfg, grid_cfg,
                max_iterations, polish_iterations, chunk_size):
     idx, weights = _fit_times(data.shape[1], n_fit)
@@ -458,7 +458,7 @@ def fit_objective(log_rates, h, y, w, dx2, dy2, *, ts=None, solver=None, rtol=No
     return _objective(log_rates.astype(data.dtype), data[0], ts, dx2_b[0], dy2_b[0], cfg)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
+@eqx.filter_jit
 def _objective(log_rates, data, ts, dx2, dy2, cfg):
     fun = _residual_fn(data, ts, jnp.ones(ts.shape, data.dtype), dx2, dy2, cfg)
     r, ok = fun(log_rates)

@@ -10,6 +10,7 @@ that the fits solve the theory exactly as :func:`solve` does.
 """
 
 from ._dynamics import (
+    WeightedField,
     final_distance,
     invariant,
     lazy_limit,
@@ -35,6 +36,7 @@ from ._solve import H_FLOOR, Solution, Status, Trajectory, default_tolerances, s
 
 __all__ = [
     "vector_field",
+    "WeightedField",
     "vector_field_dy_doubled",
     "vector_field_dh_doubled",
     "vector_field_dw_eta_h_flipped",

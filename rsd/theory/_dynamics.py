@@ -5,7 +5,9 @@ State z = (h, y, w) on the last axis; time is measured in training steps.
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 
 from .._validation import (
     as_array,
@@ -19,6 +21,7 @@ from .._validation import (
 
 __all__ = [
     "vector_field",
+    "WeightedField",
     "vector_field_dy_doubled",
     "vector_field_dh_doubled",
     "vector_field_dw_eta_h_flipped",
@@ -69,51 +72,78 @@ def _terms(z, args):
             -0.5 * eta_y * (3.0 * w - y + dy2) * h, -0.5 * a * (y + w) * w / h)
 
 
+class WeightedField(eqx.Module):
+    """The theory's field with each of its five terms scaled by a weight, a callable
+    with :func:`vector_field`'s signature ``(t, z, args)``, args = (eta_h, eta_y, dx2, dy2)::
+
+        dh/dt = c_h·(-η_h·dx2·w)
+        dy/dt = c_yy·(-w·η_y·h) + c_yh·(-w·η_h·dx2·y/h)
+        dw/dt = c_wy·(-½·η_y·(3w - y + dy2)·h) + c_wh·(-½·η_h·dx2·(y + w)·w/h)
+
+    All weights 1 is the theory. The weights are arrays, not constants of a program:
+    under ``jax.jit`` (and in :func:`solve` and the fits of :mod:`rsd.fitting`) every
+    ``WeightedField`` shares one compiled program, so the paper's four alternatives
+    below compile once between them. Each field keeps the rates linear (dz/dt =
+    η_h·A(z) + η_y·B(z)).
+
+    Args:
+        dh: c_h, the weight of dh/dt.
+        dy_eta_y: c_yy, the weight of dy/dt's η_y term.
+        dy_eta_h: c_yh, the weight of dy/dt's η_h term.
+        dw_eta_y: c_wy, the weight of dw/dt's η_y term.
+        dw_eta_h: c_wh, the weight of dw/dt's η_h term.
+    """
+
+    weights: np.ndarray  # [5]: c_h, c_yy, c_yh, c_wy, c_wh
+
+    def __init__(self, dh=1.0, dy_eta_y=1.0, dy_eta_h=1.0, dw_eta_y=1.0, dw_eta_h=1.0):
+        weights = (dh, dy_eta_y, dy_eta_h, dw_eta_y, dw_eta_h)
+        if not all(isinstance(c, (int, float)) and not isinstance(c, bool) and np.isfinite(c)
+                   for c in weights):
+            raise ValueError(f"WeightedField's weights must be finite real numbers; got {weights}.")
+        self.weights = np.asarray(weights, np.float64)
+
+    def __call__(self, t, z, args):
+        del t
+        c = jnp.asarray(self.weights, z.dtype)
+        dh, dy_y, dy_h, dw_y, dw_h = _terms(z, args)
+        return jnp.stack([c[0] * dh, c[1] * dy_y + c[2] * dy_h, c[3] * dw_y + c[4] * dw_h], axis=-1)
+
+
 # The paper's "alternatives" experiment: four fields that differ from
 # the theory in one term each, fitted to the same trajectories as the true one.
 
-def vector_field_dy_doubled(t, z, args):
-    """Alternative (1), dy/dt doubled; args = (eta_h, eta_y, dx2, dy2):
+vector_field_dy_doubled = WeightedField(dy_eta_y=2.0, dy_eta_h=2.0)
+"""Alternative (1), dy/dt doubled; args = (eta_h, eta_y, dx2, dy2):
 
-        dh/dt = -η_h·dx2·w
-        dy/dt = -2·w·(η_y·h + η_h·dx2·y/h)
-        dw/dt = -½·η_y·(3w - y + dy2)·h - ½·η_h·dx2·(y + w)·w/h
-    """
-    dh, dy_y, dy_h, dw_y, dw_h = _terms(z, args)
-    return jnp.stack([dh, 2.0 * (dy_y + dy_h), dw_y + dw_h], axis=-1)
+    dh/dt = -η_h·dx2·w
+    dy/dt = -2·w·(η_y·h + η_h·dx2·y/h)
+    dw/dt = -½·η_y·(3w - y + dy2)·h - ½·η_h·dx2·(y + w)·w/h
+"""
 
+vector_field_dh_doubled = WeightedField(dh=2.0)
+"""Alternative (2), dh/dt doubled; args = (eta_h, eta_y, dx2, dy2):
 
-def vector_field_dh_doubled(t, z, args):
-    """Alternative (2), dh/dt doubled; args = (eta_h, eta_y, dx2, dy2):
+    dh/dt = -2·η_h·dx2·w
+    dy/dt = -w·(η_y·h + η_h·dx2·y/h)
+    dw/dt = -½·η_y·(3w - y + dy2)·h - ½·η_h·dx2·(y + w)·w/h
+"""
 
-        dh/dt = -2·η_h·dx2·w
-        dy/dt = -w·(η_y·h + η_h·dx2·y/h)
-        dw/dt = -½·η_y·(3w - y + dy2)·h - ½·η_h·dx2·(y + w)·w/h
-    """
-    dh, dy_y, dy_h, dw_y, dw_h = _terms(z, args)
-    return jnp.stack([2.0 * dh, dy_y + dy_h, dw_y + dw_h], axis=-1)
+vector_field_dw_eta_h_flipped = WeightedField(dw_eta_h=-1.0)
+"""Alternative (3), the sign of the η_h term of dw/dt flipped; args = (eta_h, eta_y, dx2, dy2):
 
+    dh/dt = -η_h·dx2·w
+    dy/dt = -w·(η_y·h + η_h·dx2·y/h)
+    dw/dt = -½·η_y·(3w - y + dy2)·h + ½·η_h·dx2·(y + w)·w/h
+"""
 
-def vector_field_dw_eta_h_flipped(t, z, args):
-    """Alternative (3), the sign of the η_h term of dw/dt flipped; args = (eta_h, eta_y, dx2, dy2):
+vector_field_dy_eta_h_dropped = WeightedField(dy_eta_h=0.0)
+"""Alternative (4), the η_h term dropped from dy/dt; args = (eta_h, eta_y, dx2, dy2):
 
-        dh/dt = -η_h·dx2·w
-        dy/dt = -w·(η_y·h + η_h·dx2·y/h)
-        dw/dt = -½·η_y·(3w - y + dy2)·h + ½·η_h·dx2·(y + w)·w/h
-    """
-    dh, dy_y, dy_h, dw_y, dw_h = _terms(z, args)
-    return jnp.stack([dh, dy_y + dy_h, dw_y - dw_h], axis=-1)
-
-
-def vector_field_dy_eta_h_dropped(t, z, args):
-    """Alternative (4), the η_h term dropped from dy/dt; args = (eta_h, eta_y, dx2, dy2):
-
-        dh/dt = -η_h·dx2·w
-        dy/dt = -w·η_y·h
-        dw/dt = -½·η_y·(3w - y + dy2)·h - ½·η_h·dx2·(y + w)·w/h
-    """
-    dh, dy_y, dy_h, dw_y, dw_h = _terms(z, args)
-    return jnp.stack([dh, dy_y, dw_y + dw_h], axis=-1)
+    dh/dt = -η_h·dx2·w
+    dy/dt = -w·η_y·h
+    dw/dt = -½·η_y·(3w - y + dy2)·h - ½·η_h·dx2·(y + w)·w/h
+"""
 
 
 perturbed_vector_fields = {
@@ -123,7 +153,8 @@ perturbed_vector_fields = {
     "dy_eta_h_dropped": vector_field_dy_eta_h_dropped,
 }
 """The four alternatives of the paper's "alternatives" experiment, name → field
-(numbered (1)–(4) as in the paper's list), each with :func:`vector_field`'s signature."""
+(numbered (1)–(4) as in the paper's list), each a :class:`WeightedField` with
+:func:`vector_field`'s signature (so the four share one compiled program)."""
 
 
 def invariant(z, eta_h, eta_y, dx2):

@@ -2,7 +2,8 @@
 
 The session fixture (conftest, one tiny ``rsd reproduce``) writes the files; the tests
 recompute the metrics from the saved arrays with numpy, the theory at the predicted
-rates with scipy, and check the Adam row's predictions against a hand-written Adam loop.
+rates (along training and fit-weighted) with scipy, and check the Adam row's
+predictions against a hand-written Adam loop.
 """
 
 import json
@@ -36,11 +37,21 @@ def _field(t, z, eta_h, eta_y, dx2, dy2):
             -0.5 * eta_y * (3 * w - y + dy2) * h - 0.5 * eta_h * dx2 * (y + w) * w / h]
 
 
+def _finite_median(values):
+    """The median of the finite values (a prediction whose solve failed is NaN and left out), NaN if none."""
+    values = values[np.isfinite(values)]
+    return np.median(values) if values.size else np.nan
+
+
 def test_metric_names_are_the_promised_ones(saved):
     _, m = saved
     for row in pr.Config.for_size("tiny").rows:
         for key in ("eta_h_ratio", "eta_y_ratio", "r2_h_predicted", "r2_y_predicted", "r2_w_predicted"):
             assert f"{row}/{key}" in m
+        for predictor in pr.PREDICTORS:
+            suffix = "" if predictor == "predicted" else f"_{predictor}"
+            for key in ("eta_h_ratio" + suffix, "eta_y_ratio" + suffix, f"r2_h_{predictor}", f"r2_w_{predictor}"):
+                assert f"{row}/{key}" in m
 
 
 def test_ratios_are_medians_of_predicted_over_fitted(saved):
@@ -64,6 +75,17 @@ def test_ratios_are_medians_of_predicted_over_fitted(saved):
                                            rtol=1e-12)
             else:
                 assert np.isnan(m[f"{row}/{name}_ratio"])
+        # the secant predictor and the fit-weighted ones, the same way
+        np.testing.assert_allclose(a[f"{row}/secant_along"], np.nanmedian(a[f"{row}/secant"][:, 1:-1], axis=1),
+                                   rtol=1e-12)
+        fitted = np.stack([a[f"{row}/eta_h"], a[f"{row}/eta_y"]], -1)
+        for name, values in (("secant", a[f"{row}/secant_along"][:, :2]), ("weighted", a[f"{row}/weighted"]),
+                             ("weighted_step", a[f"{row}/weighted_step"]),
+                             ("weighted_late", a[f"{row}/weighted_late"]),
+                             ("secant_step0", a[f"{row}/secant"][:, 0, :2])):
+            for i, rate in enumerate(("eta_h", "eta_y")):
+                key = f"{row}/{rate}_ratio_{name}"
+                np.testing.assert_allclose(m[key], _finite_median((values / fitted)[kept, i]), rtol=1e-12)
         steps = a[f"{row}/checkpoint_steps"]
         assert steps[0] == 0 and steps[-1] == a[f"{row}/measured"].shape[1]
         assert np.all(np.diff(steps) > 0)
@@ -77,33 +99,40 @@ def test_r2_at_the_predicted_rates_against_scipy(saved):
         kept = a[f"{row}/kept"]
         dx2, dy2 = float(a[f"{row}/dx2"]), float(a[f"{row}/dy2"])
         ts = np.arange(measured.shape[1], dtype=float)
-        r2 = np.full((kept.size, 3), np.nan)
+        c1 = int(a[f"{row}/checkpoint_steps"][1])
         for s in np.flatnonzero(kept):
-            eta_h, eta_y = a[f"{row}/predicted_along"][s, :2]
-            if not (eta_h > 0 and eta_y > 0):
-                continue
-            sol = solve_ivp(_field, (0, ts[-1]), measured[s, 0], t_eval=ts, method="Radau",
-                            rtol=1e-10, atol=1e-12, args=(eta_h, eta_y, dx2, dy2))
-            if not sol.success:  # ran into h = 0: rsd reports NaN there too
-                continue
-            res = np.sum((measured[s] - sol.y.T) ** 2, axis=0)
-            tot = np.sum((measured[s] - measured[s].mean(axis=0)) ** 2, axis=0)
-            r2[s] = 1 - res / tot
-            np.testing.assert_allclose(a[f"{row}/r2_predicted"][s], r2[s], atol=2e-3)
-            checked += 1
+            # the along-training step prediction, the fit-weighted secant one, and that for
+            # the run from c_1 on (the theory started at step c_1)
+            for rates, r2_key, start in ((a[f"{row}/predicted_along"][s, :2], "r2_predicted", 0),
+                                         (a[f"{row}/weighted"][s], "r2_weighted", 0),
+                                         (a[f"{row}/weighted_late"][s], "r2_weighted_late", c1)):
+                eta_h, eta_y = rates
+                if not (eta_h > 0 and eta_y > 0):
+                    continue
+                sol = solve_ivp(_field, (start, ts[-1]), measured[s, start], t_eval=ts[start:],
+                                method="Radau", rtol=1e-10, atol=1e-12, args=(eta_h, eta_y, dx2, dy2))
+                if not sol.success:  # ran into h = 0: rsd reports NaN there too
+                    continue
+                z = measured[s, start:]
+                res = np.sum((z - sol.y.T) ** 2, axis=0)
+                tot = np.sum((z - z.mean(axis=0)) ** 2, axis=0)
+                np.testing.assert_allclose(a[f"{row}/{r2_key}"][s], 1 - res / tot, atol=2e-3)
+                checked += 1
         for k, name in enumerate("hyw"):
             if kept.any():
                 np.testing.assert_allclose(m[f"{row}/r2_{name}_predicted"],
                                            np.median(a[f"{row}/r2_predicted"][kept, k]), rtol=1e-12)
                 np.testing.assert_allclose(m[f"{row}/r2_{name}_fitted"],
                                            np.median(a[f"{row}/r2"][kept, k]), rtol=1e-12)
+                np.testing.assert_allclose(m[f"{row}/r2_{name}_weighted"],
+                                           _finite_median(a[f"{row}/r2_weighted"][kept, k]), rtol=1e-12)
     assert checked > 0
 
 
 def test_adam_predictions_use_the_step_adam_took_in_one_run():
     """The adam row, one training run: at checkpoints 20 and 40 the prediction is read off
     the step Adam took there, against optax Adam written out step by step."""
-    config = pr.Config(rows=("adam",), seeds=2, width=16, depth=4, steps=60, checkpoints=3)
+    config = pr.Config(rows=("adam",), seeds=2, width=16, depth=4, steps=60, checkpoints=3, weighted=False)
     setting = config.setting("adam")
     assert setting.optimizer == "adam"
     x, y = data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim, out_dim=setting.out_dim)
@@ -142,6 +171,8 @@ def test_config_checks_and_rows():
         pr.Config(checkpoints=1)
     with pytest.raises(ValueError, match="steps"):
         pr.Config(steps=5, checkpoints=8)
+    with pytest.raises(ValueError, match="secant_steps"):
+        pr.Config(secant_steps=0)
     sizes = {size: pr.Config.for_size(size) for size in ("tiny", "quick", "paper")}
     assert sizes["paper"].seeds == 50 and sizes["paper"].width is None
     assert sizes["tiny"].seeds < sizes["quick"].seeds <= sizes["paper"].seeds

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rsd.fitting import PredictedRates, fit_loss_rate, fit_rates, predicted_rates
+from rsd.fitting import (PredictedRates, fit_loss_rate, fit_rates, predicted_rates, secant_rates,
+                         varying_rate_trajectory, weighted_rates)
 from rsd.networks import make_network
 from rsd.training import Setting, train
 
@@ -257,3 +258,128 @@ def test_update_must_match_params():
     x, y = np.array([[1.0, 0, 0], [-1.0, 0, 0]]), np.array([[0.0], [1.0]])
     with pytest.raises(ValueError, match="update"):
         predicted_rates(net, params, x, y, layer=0, update=params[:1])
+
+
+# ---------------------------------------------------------------------------
+# Secant rates (rsd.fitting.secant_rates) and the fit-weighted average
+# (rsd.fitting.weighted_rates), docs/predicted-rates.md.
+
+
+@pytest.mark.usefixtures("x64")
+def test_secant_rates_against_a_hand_written_sgd_loop():
+    """k SGD steps written out here (jax.grad of the loss, numpy for the rest); the rates are
+    the theory's integrated field (trapezoid) matched to the changes of h, y and |e|²."""
+    net, x, y = _nonlinear_case()
+    params = _f64(net.init(jax.random.key(7)))
+    lr, k, layer, (i, j) = 0.05, 5, 1, (1, 3)
+    grad = jax.jit(jax.grad(lambda p: 0.5 * jnp.mean((net.apply(p, x)[0] - y) ** 2)))
+    z = []
+    p = params
+    for step in range(k + 1):
+        out, hiddens = net.apply(p, x)
+        out, hid = np.asarray(out), np.asarray(hiddens[layer])
+        dphi, dyhat = hid[j] - hid[i], out[j] - out[i]
+        e = (out[i] + out[j]) / 2 - (y[i] + y[j]) / 2
+        z.append([dphi @ dphi, dyhat @ dyhat, dyhat @ (dyhat - (y[j] - y[i])), e @ e])
+        if step < k:
+            p = jax.tree_util.tree_map(lambda a, g: a - lr * g, p, grad(p))
+    h, yy, w, e2 = np.array(z).T
+    dx2 = np.sum((x[j] - x[i]) ** 2)
+    trap = lambda f: np.sum((f[1:] + f[:-1]) / 2)  # noqa: E731
+    eta_h = (h[-1] - h[0]) / trap(-dx2 * w)
+    eta_y = (yy[-1] - yy[0] - eta_h * trap(-dx2 * w * yy / h)) / trap(-w * h)
+    eta_mean = -(e2[-1] - e2[0]) / (2 * trap(e2))
+    rates = secant_rates(net, params, x, y, layer=layer, lr=lr, steps=k, pair=(i, j))
+    np.testing.assert_allclose([float(a) for a in rates], [eta_h, eta_y, eta_mean], rtol=1e-9)
+
+
+@pytest.mark.usefixtures("x64")
+def test_secant_rates_tend_to_the_first_order_ones():
+    """As lr → 0 the secant over a few steps is the first-order rate: on the two-layer linear
+    network (centred data) lr/2 exactly, with an error linear in lr (the step's O(lr²) part)."""
+    rng = np.random.default_rng(0)
+    x, y = _centred_pair(1.0, 0.5, rng=rng)
+    net = _linear_net()
+    params = _f64(net.from_layers([(jnp.asarray(a), jnp.asarray(b)) for a, b in _aligned_layers(x, 0.3, rng)]))
+    errors = []
+    for lr in (0.02, 0.01):
+        rates = secant_rates(net, params, x, y, layer=0, lr=lr, steps=4)
+        errors.append(np.array([float(rates.eta_h), float(rates.eta_y)]) / (lr / 2) - 1)
+    errors = np.abs(errors)
+    assert np.all(errors[0] < 0.1) and np.all(errors[0] > 0), errors
+    np.testing.assert_allclose(errors[0] / errors[1], 2.0, rtol=0.1)
+
+
+def test_secant_rates_checks_its_arguments():
+    net = _linear_net()
+    x, y = np.array([[1.0, 0, 0], [-1.0, 0, 0]]), np.array([[0.0], [1.0]])
+    params = net.init(jax.random.key(0))
+    with pytest.raises(ValueError, match="steps"):
+        secant_rates(net, params, x, y, layer=0, lr=0.1, steps=0)
+    with pytest.raises(ValueError, match="lr"):
+        secant_rates(net, params, x, y, layer=0, lr=None)
+    with pytest.raises(ValueError, match="layer"):
+        secant_rates(net, params, x, y, layer=3, lr=0.1)
+
+
+def _theory_rhs(t, z, knots, rates, dx2, dy2):
+    """DESIGN.md §1's field with rates linear in t between knots, written out with numpy."""
+    eta_h, eta_y = (np.interp(t, knots, rates[:, k]) for k in range(2))
+    h, y, w = z
+    return [-eta_h * dx2 * w, -w * (eta_y * h + eta_h * dx2 * y / h),
+            -0.5 * eta_y * (3 * w - y + dy2) * h - 0.5 * eta_h * dx2 * (y + w) * w / h]
+
+
+@pytest.mark.usefixtures("x64")
+def test_weighted_rates_reproduce_the_constant_rate_fit():
+    """Theory trajectories with known time-varying rates (scipy), fitted with constant rates by
+    scipy's least squares over every step: the weighted average is that fit to second order in
+    the rates' spread (the error falls ~4× when the spread halves); constant knots give
+    themselves back; the varying-rate trajectory matches scipy's."""
+    from scipy.integrate import solve_ivp
+    from scipy.optimize import least_squares
+
+    dx2, dy2, z0 = 1.0, 0.5, np.array([0.02, 1e-4, -7e-3])
+    ts = np.arange(400.0)
+    knots = np.array([50.0, 150.0, 250.0, 350.0])
+    base = np.array([0.006, 0.04])
+    shape = np.array([[1.0, -1.0], [-0.5, 0.6], [0.8, -0.2], [-1.0, 1.0]])
+    solve = lambda knots_, rates_: solve_ivp(  # noqa: E731
+        _theory_rhs, (0, ts[-1]), z0, t_eval=ts, method="DOP853", rtol=1e-11, atol=1e-14,
+        args=(knots_, rates_, dx2, dy2)).y.T
+    errors = []
+    for spread in (0.2, 0.1):
+        rates = base * (1 + spread * shape)
+        data = solve(knots, rates)
+        np.testing.assert_allclose(varying_rate_trajectory(z0, ts, knots, rates, dx2, dy2, rtol=1e-9,
+                                                           atol=1e-12)[0], data, rtol=1e-6)
+        fit = least_squares(lambda e: (solve(knots[:2], np.tile(e, (2, 1))) - data).ravel(), base,
+                            x_scale=base, xtol=1e-12, ftol=1e-12)
+        weighted = weighted_rates(z0, ts, knots, rates, dx2, dy2)
+        assert bool(weighted.converged)
+        np.testing.assert_allclose(np.sum(np.asarray(weighted.weights), 0), np.eye(2), atol=1e-9)
+        errors.append(np.array([float(weighted.eta_h), float(weighted.eta_y)]) / fit.x - 1)
+    errors = np.abs(errors)
+    assert np.all(errors[0] < 0.02), errors
+    assert np.all(errors[0] / errors[1] > 2.5), errors
+    # A fit over the first 300 steps only: time_weights leave the rest out of the sum.
+    short = lambda e: (solve(knots[:2], np.tile(e, (2, 1))) - data)[:300].ravel()  # noqa: E731
+    fit = least_squares(short, base, x_scale=base, xtol=1e-12, ftol=1e-12)
+    partial = weighted_rates(z0, ts, knots, rates, dx2, dy2, time_weights=(ts < 300).astype(float))
+    np.testing.assert_allclose([float(partial.eta_h), float(partial.eta_y)], fit.x, rtol=0.02)
+    assert abs(float(partial.eta_h) / fit.x[0] - 1) < abs(float(weighted.eta_h) / fit.x[0] - 1)
+    same = weighted_rates(z0, ts, knots, np.tile(base, (4, 1)), dx2, dy2)
+    np.testing.assert_allclose([float(same.eta_h), float(same.eta_y)], base, rtol=1e-10)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(z0=np.zeros(2)), "z0"), (dict(knots=np.array([1.0, 0.0])), "knots"),
+    (dict(rates=np.ones((3, 2))), "rates"), (dict(ts=np.array([0.0])), "ts"), (dict(iterations=0), "iterations"),
+    (dict(time_weights=np.ones(9)), "time_weights"), (dict(time_weights=-np.ones(10)), "time_weights"),
+])
+def test_weighted_rates_checks_its_arguments(change, match):
+    args = dict(z0=np.array([0.1, 0.01, -0.01]), ts=np.arange(10.0), knots=np.array([0.0, 9.0]),
+                rates=np.full((2, 2), 0.01), dx2=1.0, dy2=0.5)
+    args.update(change)
+    with pytest.raises(ValueError, match=match):
+        weighted_rates(**args)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
@@ -94,7 +95,7 @@ def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int |
             except OSError:
                 text = ""
             return Outcome(name, folder, size, config, previous["metrics"], tuple(previous["figures"]),
-                           True, 0.0, text)
+                           True, previous["seconds"], text)
     upstream = {}
     for need, need_config in getattr(module, "needs", lambda cfg: {})(config).items():
         previous = _load_finished(out / need, _config_record(need, size, need_config), any_size=True)
@@ -254,7 +255,9 @@ def _load_finished(folder: Path, record: dict, any_size: bool = False):
         same = stored.get("config") == record["config"] and stored.get("size") == record["size"]
     if not same:
         return None
-    return {"metrics": metrics, "figures": stored.get("figures", [])}
+    seconds = stored.get("seconds")
+    return {"metrics": metrics, "figures": stored.get("figures", []),
+            "seconds": float(seconds) if isinstance(seconds, (int, float)) else float("nan")}
 
 
 def _serves(stored: dict | None, needed: dict) -> bool:
@@ -332,14 +335,21 @@ def _report(outcomes, size, verdicts=(), header: str = "") -> str:
         if len(doc) > 1:
             lines += [" ".join(doc[1].split()), ""]
         lines += [f"Run: {module.describe(o.config)}", ""]
-        lines += [f"{'Reused from an earlier run.' if o.reused else f'Took {o.seconds:.0f} s.'} "
-                  f"Files: `{o.name}/`.", ""]
+        lines += [f"{_took(o)} Files: `{o.name}/`.", ""]
         for fig in o.figures:
             lines += [f"![{o.name} {fig}]({o.name}/{fig}.png)", ""]
         reference = getattr(module, "reference_metrics", lambda config: {})(o.config)
         lines += _metric_tables(o.metrics, reference, getattr(module, "REPORT_METRICS", None))
         lines.append("")
     return "\n".join(lines)
+
+
+def _took(o) -> str:
+    if not o.reused:
+        return f"Took {o.seconds:.0f} s."
+    if math.isfinite(o.seconds):
+        return f"Reused from an earlier run, which took {o.seconds:.0f} s."
+    return "Reused from an earlier run."
 
 
 def _metric_tables(metrics: dict, reference: dict, shown=None) -> list[str]:

@@ -89,6 +89,13 @@ def predicted_rates(
     to O(p)). Arguments are checked on the host (``ValueError`` naming them); inside
     jit/vmap nothing raises, undefined rates are NaN.
     """
+    x, y, lr = _check_arguments(network, params, x, y, layer=layer, lr=lr, update=update, pair=pair,
+                                loss=loss)
+    return _predicted_rates(network, params, x, y, lr, update, layer=layer, pair=tuple(pair), loss=loss)
+
+
+def _check_arguments(network, params, x, y, *, layer, lr, update, pair, loss):
+    """Host checks shared with :func:`rsd.fitting.secant_rates`; returns (x, y, lr) as arrays."""
     if not isinstance(network, Network):
         raise ValueError(f"network must be an rsd.networks.Network (from make_network); "
                          f"got {type(network).__name__}.")
@@ -126,7 +133,7 @@ def predicted_rates(
             if jnp.shape(a) != jnp.shape(b):
                 raise ValueError(f"update must have the shapes of params; got a leaf of shape {jnp.shape(a)} "
                                  f"where params has {jnp.shape(b)}.")
-    return _predicted_rates(network, params, x, y, lr, update, layer=layer, pair=tuple(pair), loss=loss)
+    return x, y, lr
 
 
 @eqx.filter_jit

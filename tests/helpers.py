@@ -20,6 +20,24 @@ __all__ = ["assert_close", "relative_error", "scipy_fit", "reference_loss", "sci
            "three_d_field"]
 
 
+class Compiles:
+    """Counts XLA compilations while active (``with Compiles() as c: ...; c.names``)."""
+
+    def __enter__(self):
+        from jax import monitoring
+
+        self.names = []
+        self._listener = lambda name, *a, **k: (self.names.append(name)
+                                                if "backend_compile" in name else None)
+        monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc):
+        from jax import monitoring
+
+        monitoring.unregister_event_duration_listener(self._listener)
+
+
 def assert_close(actual, expected, *, rtol=1e-7, atol=0.0, err_msg=""):
     """Elementwise closeness of arrays or pytrees (chex underneath)."""
     chex.assert_trees_all_close(actual, expected, rtol=rtol, atol=atol, custom_message=err_msg)

@@ -33,9 +33,11 @@ def passing_metrics() -> dict:
     mnist = {"r2_h": 0.99, "r2_y": 0.95, "r2_w": 0.93, "final_y_over_dy2": 0.98,
              "train_accuracy": 0.9, "test_accuracy": 0.88, "reference_protocol": 0}
     structure = {"pearson_r": 0.7, "pearson_r_off_blocks": 0.3}
+    predicted = {"default/eta_h_ratio_weighted": 1.1, "default/eta_y_ratio_weighted": 0.9,
+                 "default/r2_h_weighted": 0.98}
     return {"two-points": two_points, "final-distance": final_distance, "depth": depth,
             "alternatives": alternatives, "xor": xor, "context": context,
-            "mnist-trajectory": mnist, "mnist-structure": structure}
+            "mnist-trajectory": mnist, "mnist-structure": structure, "predicted-rates": predicted}
 
 
 # (claim number, experiment, metric, a value that fails the criterion)
@@ -64,6 +66,10 @@ FAILURES = [
     (8, "mnist-structure", "pearson_r_off_blocks", -0.1),
     (9, "xor", "shallow/same_over_different_measured", 1.0),
     (9, "xor", "shallow/pearson_r", 0.0),
+    (10, "predicted-rates", "default/eta_h_ratio_weighted", 1.26),
+    (10, "predicted-rates", "default/eta_y_ratio_weighted", 0.79),
+    (10, "predicted-rates", "default/r2_h_weighted", 0.96),
+    (10, "predicted-rates", "default/eta_h_ratio_weighted", math.nan),
 ]
 
 

@@ -4,11 +4,12 @@ import re
 
 import numpy as np
 import pytest
-from jax import monitoring
 from scipy.integrate import solve_ivp
 
 from rsd import theory
 from rsd.fitting import fit_layers, fit_objective, fit_rates, initial_rates
+
+from .helpers import Compiles
 
 TS = np.linspace(0.0, 1000.0, 41)
 Z0 = np.array([[1e-3, 1e-4, 1e-4 - np.sqrt(0.5e-4)], [2.0, 0.3, 0.3 - np.sqrt(0.15)],
@@ -43,20 +44,6 @@ def _scipy(kind, z0, p, ts):
                     rtol=1e-13, atol=1e-15)
     assert sol.success
     return sol.y.T
-
-
-class _Compiles:
-    """Counts XLA compilations while active."""
-
-    def __enter__(self):
-        self.names = []
-        self._listener = lambda name, *a, **k: (self.names.append(name)
-                                                if "backend_compile" in name else None)
-        monitoring.register_event_duration_secs_listener(self._listener)
-        return self
-
-    def __exit__(self, *exc):
-        monitoring.unregister_event_duration_listener(self._listener)
 
 
 def test_the_four_alternatives_are_public_and_documented():
@@ -95,7 +82,7 @@ def test_the_four_alternatives_share_one_compiled_solve_and_fit(x64):
     theory.solve(Z0, TS, ETA_H, ETA_Y, DX2, DY2, vector_field=first, **TIGHT).zs.block_until_ready()
     fit_rates(h, y, w, 1.0, 0.5, vector_field=first, **FIT).loss.block_until_ready()
     for field in others:
-        with _Compiles() as c:
+        with Compiles() as c:
             theory.solve(Z0, TS, ETA_H, ETA_Y, DX2, DY2, vector_field=field, **TIGHT).zs.block_until_ready()
             fit_rates(h, y, w, 1.0, 0.5, vector_field=field, **FIT).loss.block_until_ready()
         assert c.names == []
@@ -143,11 +130,11 @@ def test_same_field_twice_does_not_recompile_a_new_one_does(x64):
         return theory.vector_field_dh_doubled(t, z, args)
 
     theory.solve(Z0, TS, ETA_H, ETA_Y, DX2, DY2, vector_field=counted).zs.block_until_ready()
-    with _Compiles() as c:
+    with Compiles() as c:
         theory.solve(Z0, TS, 2 * ETA_H, ETA_Y, DX2, DY2, vector_field=counted).zs.block_until_ready()
     assert c.names == []
     other = lambda t, z, args: theory.vector_field_dh_doubled(t, z, args)
-    with _Compiles() as c:
+    with Compiles() as c:
         theory.solve(Z0, TS, ETA_H, ETA_Y, DX2, DY2, vector_field=other).zs.block_until_ready()
     assert c.names != []
 
@@ -183,7 +170,7 @@ def test_fit_with_same_field_does_not_recompile(x64):
     h, y, w = _true_data()
     field = theory.vector_field_dy_eta_h_dropped
     fit_rates(h, y, w, 1.0, 0.5, vector_field=field, **FIT).loss.block_until_ready()
-    with _Compiles() as c:
+    with Compiles() as c:
         fit_rates(1.1 * h, y, w, 1.0, 0.5, vector_field=field, **FIT).loss.block_until_ready()
     assert c.names == []
 

@@ -209,6 +209,24 @@ def _mnist_structure(m):
         f"Pearson r {_f(r)} over the whole matrix, {_f(off)} without the same-label blocks")
 
 
+PREDICTED_RATIO = (0.8, 1.25)
+PREDICTED_R2_MIN = 0.97
+
+
+def _predicted_rates(m):
+    m = m["predicted-rates"]
+    eh, ey = m["default/eta_h_ratio_weighted"], m["default/eta_y_ratio_weighted"]
+    r2 = m["default/r2_h_weighted"]
+    lo, hi = PREDICTED_RATIO
+    ok = _ge(eh, lo) and _le(eh, hi) and _ge(ey, lo) and _le(ey, hi) and _ge(r2, PREDICTED_R2_MIN)
+    g = lambda k: _f(m.get(f"default/{k}", float("nan")))  # noqa: E731
+    return ok, (f"default, fit-weighted secant rates / fitted: η_h {_f(eh)}, η_y {_f(ey)}, R² of h {_f(r2)} "
+                f"(fitted rates {g('r2_h_fitted')}); secant along training {g('eta_h_ratio_secant')}, "
+                f"{g('eta_y_ratio_secant')}, R² of h {g('r2_h_secant')}; one-step first order "
+                f"{g('eta_h_ratio')}, {g('eta_y_ratio')}; weighted from the first interior checkpoint "
+                f"R² of h {g('r2_h_weighted_late')} (fitted from there {g('r2_h_fitted_late')})")
+
+
 CLAIMS = (
     Claim(1, "The theory, at each seed's fitted rates, follows the networks of every row of the "
              "two-point table (architectures, activations, gains, Adam).",
@@ -249,6 +267,12 @@ CLAIMS = (
              "same-output pairs as the two-point theory predicts.",
           ("xor",), "shallow: same-/different-output distance (measured); Pearson r",
           f"ratio ≤ {XOR_MERGED} and r ≥ 0.9", _xor_shallow),
+    Claim(10, "rsd's own (no paper claim): the default row's effective rates are predicted from the "
+              "network's own steps at checkpoints of one run, without a fit, and the theory at the "
+              "predicted rates follows the network as at the fitted ones.",
+          ("predicted-rates",), "default row: fit-weighted secant rates / fitted rates; R² of h at them",
+          f"both ratios in [{PREDICTED_RATIO[0]}, {PREDICTED_RATIO[1]}] and R² of h ≥ {PREDICTED_R2_MIN}",
+          _predicted_rates),
 )
 """The claims, in the order of the report's table."""
 

@@ -284,8 +284,8 @@ def run_row(config: Config, row: str) -> RowResult:
     nan = np.full((measured.shape[0], 2), np.nan)
     every = np.ones_like(ts)
     usable = config.weighted and sgd
-    weighted = (_weighted(measured[:, 0], ts, knots, _fill(secants[:, 1:-1, :2]), dx2, dy2, every)
-                if usable else nan)
+    secant_knots = _fill(secants[:, 1:-1, :2])
+    weighted = _weighted(measured[:, 0], ts, knots, secant_knots, dx2, dy2, every) if usable else nan
     weighted_step = (_weighted(measured[:, 0], ts, knots, _fill(predicted[:, 1:-1, :2]), dx2, dy2, every)
                      if config.weighted else nan)
     # The run from c_1 on, after the first steps' mean-error transient: the theory started at
@@ -293,10 +293,9 @@ def run_row(config: Config, row: str) -> RowResult:
     # which the first T − c_1 are compared.
     c1 = int(run.steps[1])
     late_ts, late = ts + c1, setting.steps - c1
-    weighted_late = (_weighted(measured[:, c1], late_ts, knots, _fill(secants[:, 1:-1, :2]), dx2, dy2,
+    weighted_late = (_weighted(measured[:, c1], late_ts, knots, secant_knots, dx2, dy2,
                                (late_ts < setting.steps).astype(float)) if usable else nan)
-    rates = {"predicted": along, "step0": predicted[:, 0], "weighted_step": weighted_step,
-             "secant": secant_along, "secant_step0": secants[:, 0], "weighted": weighted}
+    rates = _rates(predicted, along, secants, secant_along, weighted, weighted_step)
     curves = {k: c.theory_curves(measured[:, 0], ts, v[:, 0], v[:, 1], dx2, dy2) for k, v in rates.items()}
     r2 = {k: _r2(v, measured) for k, v in curves.items()}
     for key, (eta_h, eta_y) in (("weighted_late", weighted_late.T), ("fitted_late", (fits.eta_h, fits.eta_y))):
@@ -310,10 +309,11 @@ def run_row(config: Config, row: str) -> RowResult:
                      theory_weighted=curves["weighted"], r2=r2, dx2=dx2, dy2=dy2)
 
 
-def _rates(r: RowResult) -> dict:
-    return {"predicted": r.predicted_along[:, :2], "step0": r.predicted[:, 0, :2],
-            "weighted_step": r.weighted_step, "secant": r.secant_along[:, :2],
-            "secant_step0": r.secant[:, 0, :2], "weighted": r.weighted, "weighted_late": r.weighted_late}
+def _rates(predicted, along, secants, secant_along, weighted, weighted_step) -> dict:
+    """Every whole-run predictor's (η_h, η_y) [S, 2], by metric suffix (``weighted_late``,
+    for the run from c_1 on, is apart)."""
+    return {"predicted": along[:, :2], "step0": predicted[:, 0, :2], "weighted_step": weighted_step,
+            "secant": secant_along[:, :2], "secant_step0": secants[:, 0, :2], "weighted": weighted}
 
 
 def row_metrics(r: RowResult) -> dict[str, float]:
@@ -326,7 +326,8 @@ def row_metrics(r: RowResult) -> dict[str, float]:
     k = r.kept
     out = {}
     fitted = np.stack([r.fits.eta_h, r.fits.eta_y], -1)
-    for key, values in _rates(r).items():
+    rates = _rates(r.predicted, r.predicted_along, r.secant, r.secant_along, r.weighted, r.weighted_step)
+    for key, values in {**rates, "weighted_late": r.weighted_late}.items():
         with np.errstate(all="ignore"):
             ratio = values / fitted
         suffix = "" if key == "predicted" else f"_{key}"

@@ -41,6 +41,14 @@ def _devices_flag(parser):
                              "of them (default: all with --paper, else one); results do not change")
 
 
+def _processes_flags(parser):
+    parser.add_argument("--num-processes", type=int, default=1, metavar="N",
+                        help="split the units of work (rows, regimes) over N processes that share "
+                             "--out on one file system, each started with its own --process-id")
+    parser.add_argument("--process-id", type=int, default=0, metavar="I",
+                        help="this process's id, 0 … N-1 (process 0 writes the results)")
+
+
 def _devices(args):
     """--devices as train's argument: "all", an int, or None (one device); --paper means all."""
     if args.devices is None:
@@ -69,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--out", default="rsd-out", help="folder for results (default: rsd-out)")
     runp.add_argument("--force", action="store_true", help="recompute a finished run")
     _devices_flag(runp)
+    _processes_flags(runp)
     rep = sub.add_parser("reproduce", help="run the paper's experiments and write report.md")
     _size_flags(rep)
     rep.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
@@ -77,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="rsd-out", help="folder for results (default: rsd-out)")
     rep.add_argument("--force", action="store_true", help="recompute finished experiments")
     _devices_flag(rep)
+    _processes_flags(rep)
     rep.add_argument("--dry-run", action="store_true",
                      help="print each experiment's networks, steps, memory and time estimate; train nothing")
     rep.add_argument("--bandwidth", type=float, default=1e10, metavar="BYTES_PER_S",
@@ -180,7 +190,8 @@ def _dispatch(args) -> int:
     if args.command == "run":
         outcome = experiments.run_experiment(args.name, size=args.size, overrides=args.overrides,
                                              seeds=args.seeds, out=args.out, force=args.force,
-                                             devices=_devices(args))
+                                             devices=_devices(args), num_processes=args.num_processes,
+                                             process_id=args.process_id)
         _say_files(outcome)
         return 0
     if args.dry_run:
@@ -190,7 +201,8 @@ def _dispatch(args) -> int:
         return 0
     report, _ = experiments.reproduce(args.only, size=args.size, out=args.out, force=args.force,
                                       overrides=args.overrides, header=_report_header(args),
-                                      devices=_devices(args))
+                                      devices=_devices(args), num_processes=args.num_processes,
+                                      process_id=args.process_id)
     print(f"report: {report}  (figures and data in {report.parent}/)")
     return 0
 
@@ -227,7 +239,8 @@ def _sweep(args) -> int:
                              "--num-processes or --process-id.")
         if args.num_processes != 1:
             sweeps.init_distributed(*layout)
-    print(sweeps.run_sweep(spec, args.out, force=args.force, devices=args.devices,
+    devices = "all" if args.devices is None else args.devices
+    print(sweeps.run_sweep(spec, args.out, force=args.force, devices=devices,
                            progress=args.progress))
     return 0
 

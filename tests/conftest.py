@@ -71,7 +71,7 @@ def reproduced_tiny(tmp_path_factory):
 
 # Modules that share the session's ``reproduced_tiny`` run on one pytest-xdist worker, so
 # that the tiny reproduction runs once.
-_REPRODUCE_GROUP = ("test_experiments", "test_experiment_", "test_experiments_")
+_REPRODUCE_GROUP = ("test_experiments", "test_experiment_", "test_experiments_", "test_resume_experiments")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups

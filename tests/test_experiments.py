@@ -109,6 +109,44 @@ def test_two_points_keeps_and_averages_as_the_protocol_says(out):
             np.testing.assert_allclose(m[f"{row}/r2_{q}"], np.median(a[f"{row}/r2"][kept, k]), rtol=1e-6)
 
 
+def test_two_points_results_table_holds_every_seed(out):
+    """OUT/two-points/results.parquet: one row per (row, seed) with the seed's own fit
+    (as in result.npz), and the means over its kept seeds are the report's rates."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out / "two-points" / "results.parquet").to_pydict()
+    a, m = _npz(out, "two-points"), _metrics(out, "two-points")
+    rows = two_points.Config.for_size("tiny").rows
+    seeds = two_points.Config.for_size("tiny").seeds
+    assert table["row"] == [r for r in rows for _ in range(seeds)]
+    assert table["seed"] == list(range(seeds)) * len(rows)
+    for i, row in enumerate(rows):
+        at = slice(i * seeds, (i + 1) * seeds)
+        for name in ("eta_h", "eta_y", "eta_mean", "fit_status", "trained", "kept"):
+            np.testing.assert_array_equal(table[name][at], a[f"{row}/{name}"])
+        np.testing.assert_array_equal(table["r2_h"][at], a[f"{row}/r2"][:, 0])
+        np.testing.assert_array_equal(table["final_loss"][at], a[f"{row}/loss"][:, -1].astype(float))
+    rates = two_points.rates_from_table(pq.read_table(out / "two-points" / "results.parquet"))
+    assert rates == {row: (m[f"{row}/eta_h"], m[f"{row}/eta_y"]) for row in rows}
+
+
+def test_final_distance_reads_two_points_results_table(monkeypatch):
+    """final-distance takes its rows' rates from two-points' table (means over kept seeds)
+    and trains no two-points of its own."""
+    def no_fit(*args, **kwargs):
+        raise AssertionError("two-points must not run when its results table is given")
+
+    monkeypatch.setattr(two_points, "run", no_fit)
+    config = dataclasses.replace(final_distance.Config.for_size("tiny"), rows=("default", "tanh"))
+    table = {"row": ["default", "default", "tanh", "tanh", "relu"],
+             "eta_h": [1e-3, 3e-3, 2e-3, 9.0, 5.0], "eta_y": [2e-3, 4e-3, 6e-3, 9.0, 5.0],
+             "kept": [True, True, True, False, True]}
+    rates, source = final_distance._rates(config, {"two-points": table}, False)
+    np.testing.assert_allclose(rates["default"], [2e-3, 3e-3], rtol=1e-6)
+    np.testing.assert_allclose(rates["tanh"], [2e-3, 6e-3], rtol=1e-6)
+    assert set(rates) == {"default", "tanh"} and "results table" in source
+
+
 def test_two_points_theory_curves_reproduce_the_fit(out):
     """The saved theory curves (an independent solve at the fitted rates) give the fit's R²."""
     a = _npz(out, "two-points")

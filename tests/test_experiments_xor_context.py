@@ -191,8 +191,13 @@ def test_xor_rates_come_from_upstream_or_config(monkeypatch):
         raise AssertionError("two-points must not run when rates are available")
 
     monkeypatch.setattr(two_points, "run", no_fit)
-    result = xor.run(config, upstream={"two-points": {"default/eta_h": 1e-3, "default/eta_y": 4e-3}})
-    assert (result.eta_h, result.eta_y) == (1e-3, 4e-3) and "output folder" in result.rates_source
+    # two-points' per-seed results table: the rates are the means over its kept seeds.
+    table = {"row": ["default", "default", "default", "tanh"], "seed": [0, 1, 2, 0],
+             "eta_h": [1e-3, 2e-3, 5.0, 7.0], "eta_y": [4e-3, 6e-3, 5.0, 7.0],
+             "kept": [True, True, False, True]}
+    result = xor.run(config, upstream={"two-points": table})
+    np.testing.assert_allclose([result.eta_h, result.eta_y], [1.5e-3, 5e-3], rtol=1e-6)
+    assert "results table" in result.rates_source
     given = dataclasses.replace(config, eta_h=2e-3, eta_y=3e-3)
     assert xor.needs(given) == {}
     ran = xor.run(given)

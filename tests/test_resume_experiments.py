@@ -2,8 +2,10 @@
 
 The end-to-end test kills a real ``rsd run two-points --size tiny`` with SIGKILL after its
 first row is stored, resumes it on four simulated devices, and compares with an
-uninterrupted one-device run: the rows finished before the kill are not recomputed
-(their files are untouched and the run counts them as reused) and every metric is equal.
+uninterrupted one-device run (the session's tiny reproduction, ``reproduced_tiny``, whose
+two-points ran in-process on the default device): the rows finished before the kill are
+not recomputed (their files are untouched and the run counts them as reused) and every
+metric is equal. This module shares the reproduce group's worker (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,7 +75,7 @@ def _same(a, b):
     return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
 
 
-def test_killed_two_points_resumes_on_four_devices_with_the_same_metrics(tmp_path):
+def test_killed_two_points_resumes_on_four_devices_with_the_same_metrics(tmp_path, reproduced_tiny):
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "rsd", "run", "two-points", "--size", "tiny", "--out", str(out)]
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -105,24 +108,84 @@ def test_killed_two_points_resumes_on_four_devices_with_the_same_metrics(tmp_pat
         assert ((kept / name).stat().st_ino, (kept / name).stat().st_mtime_ns) == stamp
     assert len(list(kept.glob("*.pkl"))) == 3
 
-    plain = run_experiment("two-points", size="tiny", out=tmp_path / "plain", progress=False,
-                           log=lambda text: None)
+    plain = json.loads((reproduced_tiny / "two-points" / "metrics.json").read_text())
+    assert json.loads((reproduced_tiny / "two-points" / "config.json").read_text())["size"] == "tiny"
     got = json.loads((out / "two-points" / "metrics.json").read_text())
-    assert set(got) == set(plain.metrics)
-    different = {k: (got[k], plain.metrics[k]) for k in got if not _same(got[k], plain.metrics[k])}
+    assert set(got) == set(plain)
+    different = {k: (got[k], plain[k]) for k in got if not _same(got[k], plain[k])}
     assert not different
 
 
-def test_a_rerun_with_one_more_row_computes_only_that_row(tmp_path):
+def test_a_rerun_with_one_more_row_computes_only_that_row(tmp_path, reproduced_tiny):
     log = []
-    first = run_experiment("two-points", size="tiny", out=tmp_path, progress=False,
-                           overrides=["rows=default,tanh"], log=log.append)
-    assert json.loads((first.folder / "config.json").read_text())["units"] == {"ran": 2, "reused": 0}
+    # The first run: the tiny reproduction's two-points (rows default, tanh, relu), copied.
+    shutil.copytree(reproduced_tiny / "two-points", tmp_path / "two-points")
+    first = json.loads((tmp_path / "two-points" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "two-points" / "config.json").read_text())["units"] == {"ran": 3, "reused": 0}
     second = run_experiment("two-points", size="tiny", out=tmp_path, progress=False,
-                            overrides=["rows=default,tanh,relu"], log=log.append)
-    assert json.loads((second.folder / "config.json").read_text())["units"] == {"ran": 1, "reused": 2}
-    for key, value in first.metrics.items():
+                            overrides=["rows=default,tanh,relu,linear"], log=log.append)
+    assert json.loads((second.folder / "config.json").read_text())["units"] == {"ran": 1, "reused": 3}
+    for key, value in first.items():
         assert _same(second.metrics[key], value)
+    assert "linear/eta_h" in second.metrics
     forced = run_experiment("two-points", size="tiny", out=tmp_path, progress=False, force=True,
                             overrides=["rows=default"], log=log.append)
     assert json.loads((forced.folder / "config.json").read_text())["units"] == {"ran": 1, "reused": 0}
+
+
+def test_two_processes_split_the_rows_and_give_the_same_metrics(tmp_path, reproduced_tiny):
+    """``rsd run two-points --num-processes 2``: each process computes one of the two rows
+    (and reads the other's from the shared folder), process 0 writes the folder, and
+    the metrics are the one-process run's (the tiny reproduction's rows)."""
+    out = tmp_path / "split"
+    command = [sys.executable, "-m", "rsd", "run", "two-points", "--size", "tiny", "--out", str(out),
+               "--set", "rows=default,tanh", "--num-processes", "2", "--process-id"]
+    procs = [subprocess.Popen(command + [str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in (1, 0)]
+    logs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in logs]
+    process_1_log = logs[0][1]
+    assert "1 units reused, 1 computed" in process_1_log, process_1_log[-2000:]
+    assert "waiting for process 0" in process_1_log
+    config = json.loads((out / "two-points" / "config.json").read_text())
+    assert config["units"] == {"ran": 1, "reused": 1}
+    assert len(list((out / "two-points" / "sweep" / "units").glob("*.pkl"))) == 2
+    got = json.loads((out / "two-points" / "metrics.json").read_text())
+    plain = json.loads((reproduced_tiny / "two-points" / "metrics.json").read_text())
+    assert set(got) == {k for k in plain if k.split("/")[0] in ("default", "tanh")}
+    different = {k: (got[k], plain[k]) for k in got if not _same(got[k], plain[k])}
+    assert not different
+
+
+def test_unit_store_splits_units_round_robin_between_processes(tmp_path):
+    """Three processes (threads here) ask for the same five units in the same order: unit k
+    is computed once, by process k mod 3, and every process returns every result."""
+    import threading
+
+    computed, results = [], {}
+
+    def work(pid):
+        store = UnitStore(tmp_path, key={"a": 1}, num_processes=3, process_id=pid, wait_timeout=60)
+        results[pid] = [store.run(f"u{k}", lambda k=k: computed.append((k, pid)) or k * k) for k in range(5)]
+        results[pid, "counts"] = (store.ran, store.reused)
+
+    threads = [threading.Thread(target=work, args=(pid,)) for pid in (2, 1, 0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(computed) == [(k, k % 3) for k in range(5)]
+    assert all(results[pid] == [0, 1, 4, 9, 16] for pid in range(3))
+    assert [results[pid, "counts"] for pid in range(3)] == [(2, 3), (2, 3), (1, 4)]
+
+
+def test_processes_are_checked(tmp_path):
+    for kwargs, match in (({"num_processes": 0}, "num-processes"),
+                          ({"num_processes": 2, "process_id": 2}, "process-id"),
+                          ({"num_processes": 2, "process_id": 0, "force": True}, "force")):
+        with pytest.raises(ValueError, match=match):
+            run_experiment("two-points", size="tiny", out=tmp_path, log=lambda text: None, **kwargs)
+    with pytest.raises(ValueError, match="process_id"):
+        UnitStore(tmp_path, key=None, num_processes=2, process_id=-1)
+    with pytest.raises(TimeoutError, match="process 0's manifest"):
+        UnitStore(tmp_path / "nobody", key=None, num_processes=2, process_id=1, wait_timeout=0.2)

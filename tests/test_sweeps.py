@@ -223,7 +223,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
 
 @pytest.mark.parametrize("flags, message", [
     ([], "needs --out"),
-    (["--out", "OUT", "--devices", "0"], "devices must be between 1 and"),
+    (["--out", "OUT", "--devices", "0"], "devices must be in [1, "),
     (["--out", "OUT", "--num-processes", "2"], "must be given together"),
     (["--out", "OUT", "--num-processes", "2", "--process-id", "2", "--coordinator", "h:1"],
      "process_id must be an integer in [0, 2)"),

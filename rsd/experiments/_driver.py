@@ -1,7 +1,8 @@
 """Running experiments into an output folder: files, reuse, dependencies, the report.
 
 ``run_experiment`` writes ``OUT/NAME/`` (figures as PNG, ``result.npz``,
-``metrics.json``, ``config.json``, ``summary.txt``); ``reproduce`` runs several and
+``metrics.json``, ``config.json``, ``summary.txt``, and ``results.parquet`` for an
+experiment with a per-seed results table); ``reproduce`` runs several and
 writes ``OUT/report.md`` and ``OUT/metrics.json``. Every folder and file appears
 whole or not at all: work happens in a hidden ``.NAME.partial-PID`` folder that is
 renamed into place when complete and removed if the run is interrupted. A finished
@@ -29,6 +30,9 @@ import numpy as np
 from ._claims import claims_metrics, claims_table, evaluate as evaluate_claims
 from ._common import SIZES, apply_overrides, check_size
 
+RESULTS_TABLE = "results.parquet"
+"""The per-seed results table in ``OUT/NAME/`` of an experiment that defines
+``table(result)``; an experiment that builds on it (``needs``) is given this table."""
 SWEEP = "sweep"
 """The folder in ``OUT/NAME/`` that keeps an experiment's finished units (rows) for
 resuming (:class:`rsd.sweeps.UnitStore`)."""
@@ -74,14 +78,23 @@ def make_config(name: str, *, size: str = "quick", overrides=(), seeds: int | No
 
 def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int | None = None,
                    out="rsd-out", force: bool = False, progress: bool = True, config=None,
-                   log=None, devices=None) -> Outcome:
+                   log=None, devices=None, num_processes: int = 1, process_id: int = 0) -> Outcome:
     """Run experiment ``name`` into ``out/name/`` (or reuse a finished run of the same config).
 
     ``devices``: where the networks' seed axis is sharded (None: the default device;
     ``"all"``, an int n or a list of devices, as in :func:`rsd.training.train`); the
-    results do not depend on it."""
+    results do not depend on it.
+
+    ``num_processes``, ``process_id``: several processes (on one machine or several,
+    sharing ``out`` on one file system) run the same command with their own id; the
+    experiment's units of work (rows, regimes, …) are split round-robin among them
+    (:class:`rsd.sweeps.UnitStore`). Process 0 writes the experiment's folder; the others
+    wait for it and return its metrics. ``force`` needs one process."""
     log = log if log is not None else (lambda text: print(text, file=sys.stderr, flush=True))
     module = _module(name)
+    from ..sweeps import UnitStore
+
+    _check_processes(num_processes, process_id, force)
     config = config if config is not None else make_config(name, size=size, overrides=overrides, seeds=seeds)
     out = prepare_output(out)
     folder = out / name
@@ -99,21 +112,26 @@ def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int |
     upstream = {}
     for need, need_config in getattr(module, "needs", lambda cfg: {})(config).items():
         previous = _load_finished(out / need, _config_record(need, size, need_config), any_size=True)
-        if previous is not None:
-            log(f"{name}: using the {need} result in {out / need}")
-            upstream[need] = previous["metrics"]
-    from ..sweeps import UnitStore
+        table = _read_table(out / need) if previous is not None else None
+        if table is not None:
+            log(f"{name}: using the {need} results table in {out / need / RESULTS_TABLE}")
+            upstream[need] = table
     from ..training import use_devices
 
-    store = UnitStore(folder / SWEEP, key=_unit_key(record), force=force)
+    store = UnitStore(folder / SWEEP, key=_unit_key(record), force=force,
+                      num_processes=num_processes, process_id=process_id)
     done = len(store.finished())
-    log(f"{name}: running ({size})" + (f", resuming: {done} finished units in {store.folder}" if done else ""))
+    share = f", process {process_id} of {num_processes}" if num_processes > 1 else ""
+    log(f"{name}: running ({size}{share})"
+        + (f", resuming: {done} finished units in {store.folder}" if done else ""))
     start = time.perf_counter()
     with use_devices(devices):
         result = module.run(config, upstream=upstream, progress=progress, store=store)
     seconds = time.perf_counter() - start
     if store.reused:
         log(f"{name}: {store.reused} units reused, {store.ran} computed")
+    if process_id > 0:
+        return _wait_for_leader(name, folder, size, config, record, store, log)
     metrics = {k: _number(v) for k, v in module.metrics(result).items()}
     partial = out / f".{name}.partial-{os.getpid()}"
     try:
@@ -131,6 +149,8 @@ def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int |
         summary = module.summary(result)
         (partial / "summary.txt").write_text(summary + "\n")
         _write_json(partial / "metrics.json", metrics)
+        if hasattr(module, "table"):
+            _write_table(partial / RESULTS_TABLE, module.table(result))
         _write_csv(partial / "metrics.csv", metrics)
         _write_json(partial / "config.json", {**record, "figures": list(figures), "seconds": seconds,
                                               "units": {"ran": store.ran, "reused": store.reused}})
@@ -149,23 +169,28 @@ def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int |
 
 def reproduce(names=None, *, size: str = "quick", out="rsd-out", force: bool = False,
               progress: bool = True, overrides=(), log=None, header: str = "",
-              devices=None) -> tuple[Path, dict]:
+              devices=None, num_processes: int = 1, process_id: int = 0) -> tuple[Path, dict]:
     """Run the experiments ``names`` (default: every reproduction) and write the report.
 
     The report opens with the paper's claims, each decided from the metrics
     (:mod:`rsd.experiments._claims`); ``metrics.json`` holds every experiment's metrics
     and ``"claims": {"claims/<n>": 1 or 0}``. ``header``: Markdown placed under the
-    title (e.g. the command and the machine). Returns (path of ``report.md``,
+    title (e.g. the command and the machine). ``num_processes``, ``process_id``: as in
+    :func:`run_experiment`; process 0 writes the report. Returns (path of ``report.md``,
     {experiment: metrics}).
     """
     configs = _configs(names, size, overrides)
     names = list(configs)
+    _check_processes(num_processes, process_id, force)
     out = prepare_output(out)
     outcomes = [run_experiment(name, size=size, out=out, force=force, progress=progress,
-                               config=configs[name], log=log, devices=devices) for name in names]
+                               config=configs[name], log=log, devices=devices,
+                               num_processes=num_processes, process_id=process_id) for name in names]
     all_metrics = {o.name: o.metrics for o in outcomes}
     verdicts = evaluate_claims(all_metrics)
     all_metrics["claims"] = claims_metrics(verdicts)
+    if process_id > 0:
+        return out / "report.md", all_metrics
     _write_json(out / "metrics.json", all_metrics, atomic=True)
     report = out / "report.md"
     from ..sweeps import write_atomic
@@ -220,6 +245,33 @@ def _configs(names, size, overrides) -> dict:
         _module(name)
     names.sort(key=lambda n: list(REGISTRY).index(n))
     return {name: make_config(name, size=size, overrides=overrides) for name in names}
+
+
+def _check_processes(num_processes, process_id, force):
+    if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
+        raise ValueError(f"--num-processes must be an integer >= 1; got {num_processes!r}.")
+    if isinstance(process_id, bool) or not isinstance(process_id, int) \
+            or not 0 <= process_id < num_processes:
+        raise ValueError(f"--process-id must be an integer in [0, {num_processes}); got {process_id!r}.")
+    if force and num_processes > 1:
+        raise ValueError("--force needs one process (several would clear each other's units); "
+                         "run it with one process, or delete the experiment's folder first.")
+
+
+def _wait_for_leader(name, folder, size, config, record, store, log, pause: float = 0.05) -> Outcome:
+    """A process other than 0: wait until process 0 has written the experiment's folder
+    (its config.json matches), so that the next experiment finds the same upstream
+    tables in every process; return that folder's outcome."""
+    log(f"{name}: waiting for process 0 to write {folder}")
+    while (previous := _load_finished(folder, record)) is None:
+        time.sleep(pause)
+        pause = min(2 * pause, 1.0)
+    try:
+        text = (folder / "summary.txt").read_text().rstrip()
+    except OSError:
+        text = ""
+    return Outcome(name, folder, size, config, previous["metrics"], tuple(previous["figures"]),
+                   False, previous["seconds"], text)
 
 
 def _module(name):
@@ -296,6 +348,26 @@ def _write_json(path: Path, data, atomic: bool = False):
         write_atomic(path, text)
     else:
         path.write_text(text)
+
+
+def _write_table(path: Path, columns: dict):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays = {k: pa.array(v.tolist() if v.dtype == object else v) for k, v in
+              ((k, np.asarray(v)) for k, v in columns.items())}
+    pq.write_table(pa.table(arrays), path)
+
+
+def _read_table(folder: Path):
+    """``folder/results.parquet`` as a ``pyarrow.Table``, or None if there is none (a
+    folder written before the table existed) or it cannot be read."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(folder / RESULTS_TABLE)
+    except (OSError, ValueError):
+        return None
 
 
 def _write_csv(path: Path, metrics: dict):

@@ -204,13 +204,20 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False,
 
     del upstream
     parsed = sweeps.parse_spec(spec(config))
-    if store is not None:  # the sweep resumes from OUT/atlas/sweep/spec-<hash>/
+    if store is not None:
+        # The sweep resumes from OUT/atlas/sweep/spec-<hash>/ at chunk granularity. Run as
+        # one unit: with several processes, process 0 runs it and the others read its table.
+        # devices=None: the devices of the experiment's use_devices (rsd run --devices).
         folder = store.folder / f"spec-{parsed.spec_hash[:16]}"
-        report = sweeps.run_sweep(parsed, folder, progress=progress)
-        table = sweeps.read_results(folder)
+
+        def sweep():
+            report = sweeps.run_sweep(parsed, folder, progress=progress, devices=None)
+            return sweeps.read_results(folder), report
+
+        table, report = store.run(f"sweep-{parsed.spec_hash[:16]}", sweep)
     else:
         with tempfile.TemporaryDirectory(prefix="rsd-atlas-") as folder:
-            report = sweeps.run_sweep(parsed, folder, progress=progress)
+            report = sweeps.run_sweep(parsed, folder, progress=progress, devices=None)
             table = sweeps.read_results(folder)
     columns = {name: table.column(name).to_numpy(zero_copy_only=False)
                for name in table.column_names if name != "layers"}

@@ -135,10 +135,10 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False,
 
 def _rates(config, upstream, progress, store=None):
     if upstream and "two-points" in upstream:
-        m = upstream["two-points"]
-        if all(f"{row}/eta_h" in m for row in config.rows):
-            return ({row: (m[f"{row}/eta_h"], m[f"{row}/eta_y"]) for row in config.rows},
-                    "two-points result in the output folder")
+        rates = two_points.rates_from_table(upstream["two-points"])
+        if all(row in rates for row in config.rows):
+            return ({row: rates[row] for row in config.rows},
+                    "two-points results table in the output folder")
     result = two_points.run(config.rates_config(), progress=progress, store=store)
     return two_points.rates(result), "two-points fitted here"
 

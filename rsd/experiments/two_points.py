@@ -18,7 +18,8 @@ from .. import theory, training
 from ..sweeps import run_unit
 from . import _common as c
 
-__all__ = ["Config", "Result", "RowResult", "run", "plot", "metrics", "arrays", "summary"]
+__all__ = ["Config", "Result", "RowResult", "run", "plot", "metrics", "arrays", "summary", "table",
+           "rates", "rates_from_table"]
 
 REPORT_METRICS = ("kept", "seeds", "r2_h", "r2_y", "r2_w", "eta_h", "eta_y", "eta_mean", "h_end_over_h0")
 """The metrics the report's table shows (all are in ``metrics.json``)."""
@@ -158,10 +159,49 @@ def metrics(result: Result) -> dict[str, float]:
     return out
 
 
+def table(result: Result) -> dict[str, np.ndarray]:
+    """The per-seed results table, one entry per (row, seed): ``row``, ``seed``, the fitted
+    ``eta_h``, ``eta_y``, ``eta_mean``, ``r2_h``, ``r2_y``, ``r2_w``, ``fit_status``,
+    ``trained``, ``kept`` and ``final_loss``. The driver writes it as
+    ``OUT/two-points/results.parquet``; experiments that build on two-points read it."""
+    def column(get):
+        return np.concatenate([np.asarray(get(r)) for r in result.rows])
+
+    return {"row": np.array([r.row for r in result.rows for _ in range(r.kept.size)], dtype=object),
+            "seed": column(lambda r: np.arange(r.kept.size, dtype=np.int64)),
+            "eta_h": column(lambda r: r.fits.eta_h.astype(float)),
+            "eta_y": column(lambda r: r.fits.eta_y.astype(float)),
+            "eta_mean": column(lambda r: r.fits.eta_mean.astype(float)),
+            **{f"r2_{n}": column(lambda r, i=i: r.fits.r2[:, i].astype(float)) for i, n in enumerate("hyw")},
+            "fit_status": column(lambda r: r.fits.status.astype(np.int32)),
+            "trained": column(lambda r: r.trained.astype(bool)),
+            "kept": column(lambda r: r.kept.astype(bool)),
+            "final_loss": column(lambda r: r.loss[:, -1].astype(float))}
+
+
+def rates_from_table(columns) -> dict[str, tuple[float, float]]:
+    """Each row's mean (η_h, η_y) over its kept seeds, from the per-seed results table
+    (:func:`table`'s columns, or a ``pyarrow.Table`` of them read from
+    ``results.parquet``): the same numbers as the metrics ``ROW/eta_h`` and ``ROW/eta_y``."""
+    if hasattr(columns, "to_pydict"):
+        columns = columns.to_pydict()
+    missing = [k for k in ("row", "eta_h", "eta_y", "kept") if k not in columns]
+    if missing:
+        raise ValueError(f"a two-points results table needs the columns {', '.join(missing)}.")
+    row = np.asarray(columns["row"], dtype=object)
+    kept = np.asarray(columns["kept"], bool)
+    out = {}
+    for name in dict.fromkeys(row.tolist()):
+        at = row == name
+        out[name] = tuple(c.rate_summary(np.asarray(columns[k], float)[at], kept[at])["mean"]
+                          for k in ("eta_h", "eta_y"))
+    return out
+
+
 def rates(result: Result) -> dict[str, tuple[float, float]]:
-    """Each row's mean (η_h, η_y) over the kept seeds."""
-    m = metrics(result)
-    return {r.row: (m[f"{r.row}/eta_h"], m[f"{r.row}/eta_y"]) for r in result.rows}
+    """Each row's mean (η_h, η_y) over the kept seeds (:func:`rates_from_table` of the
+    result's :func:`table`)."""
+    return rates_from_table(table(result))
 
 
 def arrays(result: Result) -> dict[str, np.ndarray]:

@@ -165,7 +165,7 @@ class Result:
 def run(config: Config = Config(), *, upstream=None, progress: bool = False,
         store=None) -> Result:
     """Train every regime's seeds and predict every pair's end state (rates first: from the
-    configuration, from ``upstream["two-points"]`` metrics, or fitted here)."""
+    configuration, from ``upstream["two-points"]``'s results table, or fitted here)."""
     (eta_h, eta_y), source = _rates(config, upstream, progress, store)
     x, y = data.xor()
     x64, y64 = np.asarray(x, float), np.asarray(y, float)
@@ -183,10 +183,10 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False,
 def _rates(config, upstream, progress, store=None):
     if config.eta_h is not None:
         return (config.eta_h, config.eta_y), "given in the configuration"
-    m = (upstream or {}).get("two-points", {})
-    if f"{RATES_ROW}/eta_h" in m and f"{RATES_ROW}/eta_y" in m:
-        return ((m[f"{RATES_ROW}/eta_h"], m[f"{RATES_ROW}/eta_y"]),
-                f"two-points ({config.rates_size}) result in the output folder")
+    if upstream and "two-points" in upstream:
+        rates = two_points.rates_from_table(upstream["two-points"])
+        if RATES_ROW in rates:
+            return rates[RATES_ROW], f"two-points ({config.rates_size}) results table in the output folder"
     own = dataclasses.replace(config.rates_config(), rows=(RATES_ROW,))
     result = two_points.run(own, progress=progress, store=store)
     return two_points.rates(result)[RATES_ROW], f"two-points ({config.rates_size}, default row) fitted here"

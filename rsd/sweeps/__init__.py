@@ -5,6 +5,9 @@ devices and processes, stored as Parquet (and Zarr) and resumable after any kill
 cells, compiled groups and chunks (``describe_plan`` prints them), ``run_sweep`` runs it
 into a folder and ``read_results`` reads the folder's table. ``rsd sweep SPEC --out DIR``
 is the same from the command line; ``examples/two_points.toml`` is a spec to start from.
+What the cells train on and what each chunk computes are plug-ins: ``[task] name``
+names a task of ``TASKS`` (``register_task`` adds one), ``[analysis] names`` analyses of
+``ANALYSES`` (``register_analysis``).
 ``UnitStore`` keeps the finished units (rows) of any other piece of work, so that the
 experiments of ``rsd run`` resume after a kill as sweeps do.
 """
@@ -20,6 +23,16 @@ from ._plan import (
     describe_plan,
     estimate_chunk,
     make_plan,
+)
+from ._plugins import (
+    ANALYSES,
+    RATE_COLUMNS,
+    TASKS,
+    Analysis,
+    ChunkRecords,
+    TaskData,
+    register_analysis,
+    register_task,
 )
 from ._run import FIT_SKIPPED, SweepReport, init_distributed, result_schema, run_chunk, run_sweep
 from ._spec import SweepSpec, load_spec, parse_spec
@@ -51,6 +64,14 @@ __all__ = [
     "MANIFEST",
     "RESULTS",
     "TRAJECTORIES",
+    "TASKS",
+    "TaskData",
+    "register_task",
+    "ANALYSES",
+    "Analysis",
+    "ChunkRecords",
+    "register_analysis",
+    "RATE_COLUMNS",
     "UnitStore",
     "run_unit",
     "write_atomic",

@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+
+import numpy as np
 
 from ..training import Setting, state_bytes
 from ..training import parameter_count as network_parameter_count
+from ._plugins import TASKS, TaskData
 from ._spec import SweepSpec
 
 __all__ = ["Cell", "Group", "Chunk", "Plan", "ChunkEstimate", "make_plan", "describe_plan",
-           "estimate_chunk", "group_layers", "parameter_count", "DATA_FIELDS", "ASSUMED_BANDWIDTH"]
+           "estimate_chunk", "group_layers", "parameter_count", "cell_data", "DATA_FIELDS",
+           "ASSUMED_BANDWIDTH"]
 
 # Setting fields that vary per element inside one compiled program.
 DATA_FIELDS = Setting.HYPERPARAMETERS
@@ -122,30 +127,49 @@ def make_plan(spec: SweepSpec) -> Plan:
     (one compiled program), and each group's elements are cut into chunks of
     ``spec.chunk_size``.
 
+    A cell's setting is its paper row (the grid's ``row``, else the base's) with
+    ``[set]`` and its grid values applied; an ``in_dim``/``out_dim`` it leaves to the
+    data (None) is taken from its task's data.
+
     Raises ValueError naming the grid values of a cell whose combination the
-    ``Setting`` refuses, or whose recorded layers its network does not have, or that is
-    not a two-point setting (``in_dim``, ``out_dim``, ``dx2``, ``dy2`` must be set).
+    ``Setting`` refuses, or whose recorded layers its network does not have, or that its
+    task refuses (task ``two_points``: ``in_dim``, ``out_dim``, ``dx2``, ``dy2`` must be
+    set), or whose ``in_dim``/``out_dim`` differ from its task's data, or whose data
+    shapes or pair differ from another cell's of its group, or with fewer steps than
+    ``record.every``.
     """
     if not isinstance(spec, SweepSpec):
         raise ValueError(f"spec must be an rsd.sweeps.SweepSpec; got {type(spec).__name__}.")
+    if spec.task not in TASKS:
+        raise ValueError(f"spec key 'task.name': task {spec.task!r} is no longer registered; "
+                         f"registered: {', '.join(TASKS)}.")
     base = spec.base_setting()
     combos = list(itertools.product(*(values for _, values in spec.grid)))
-    cells, structures, checked = [], {}, set()
+    cells, structures, shapes, data = [], {}, {}, {}
     for index, combo in enumerate(combos):
         values = spec.cell_values(combo)
         where = "grid cell " + ", ".join(f"{k}={v!r}" for k, v in values) if values else "the base"
-        changes = dict(values)
         if spec.layers is not None:
-            changes["layers"] = spec.layers
+            values_and_layers = values + (("layers", spec.layers),)
+        else:
+            values_and_layers = values
         try:
-            setting = base.replace(**changes)
+            setting = spec.cell_setting(values_and_layers)
         except ValueError as error:
             raise ValueError(f"spec {where}: {error}") from None
-        _check_two_points(where, setting, checked)
+        setting, form = _task_setting(spec, where, setting, data)
+        if setting.steps < spec.record_every:
+            raise ValueError(f"spec key 'record.every' = {spec.record_every} exceeds the "
+                             f"{setting.steps} steps of {where}; it must be at most the steps.")
         structure = setting.replace(name=base.name, **{f: getattr(base, f) for f in DATA_FIELDS})
         if structure not in structures:  # the layers depend on the structure alone
             _check_layers(where, setting)
             structures[structure] = len(structures)
+            shapes[structure] = form
+        elif shapes[structure] != form:
+            raise ValueError(f"spec {where}: task {spec.task!r} gives data of shapes and pair "
+                             f"{form}, another cell of its compiled group {shapes[structure]}; "
+                             "a group's cells must agree.")
         group = structures[structure]
         cells.append(Cell(index=index, values=values, setting=setting, group=group))
 
@@ -168,22 +192,41 @@ def make_plan(spec: SweepSpec) -> Plan:
                 chunks=tuple(chunks), layers=layers)
 
 
-def _check_two_points(where, setting, checked):
-    from ..data import two_points
+def cell_data(spec: SweepSpec, setting: Setting, cache: dict | None = None) -> TaskData:
+    """The :class:`TaskData` of ``spec``'s task for one cell's setting (``cache``: a dict
+    of earlier answers by setting)."""
+    if cache is not None and setting in cache:
+        return cache[setting]
+    out = TASKS[spec.task](setting)
+    if not isinstance(out, TaskData):
+        raise ValueError(f"task {spec.task!r} must return an rsd.sweeps.TaskData; got "
+                         f"{type(out).__name__}.")
+    if cache is not None:
+        cache[setting] = out
+    return out
 
-    missing = [f for f in ("in_dim", "out_dim", "dx2", "dy2") if getattr(setting, f) is None]
-    if missing:
-        raise ValueError(
-            f"spec {where}: a sweep trains on two points, so Setting fields {', '.join(missing)} "
-            "must be set (a '2_points' base row sets them; otherwise give them in [set] or [grid]).")
-    key = (setting.dx2, setting.dy2, setting.in_dim, setting.out_dim)
-    if key in checked:
-        return
-    try:  # the points must exist in the working precision
-        two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim, out_dim=setting.out_dim)
+
+def _task_setting(spec, where, setting, cache):
+    """The cell's setting with in_dim/out_dim taken from its task's data where None, and
+    the data's form (x shape, y shape, pair); ValueError naming the cell otherwise."""
+    try:  # the data must exist (two points: in the working precision)
+        data = cell_data(spec, setting, cache)
     except ValueError as error:
         raise ValueError(f"spec {where}: {error}") from None
-    checked.add(key)
+    x_shape, y_shape = tuple(np.shape(data.x)), tuple(np.shape(data.y))
+    if len(x_shape) != 2 or len(y_shape) != 2 or x_shape[0] != y_shape[0]:
+        raise ValueError(f"spec {where}: task {spec.task!r} must give x [n, in_dim] and y "
+                         f"[n, out_dim]; got shapes {x_shape} and {y_shape}.")
+    dims = {"in_dim": x_shape[1], "out_dim": y_shape[1]}
+    for field, size in dims.items():
+        if getattr(setting, field) not in (None, size):
+            raise ValueError(f"spec {where}: Setting.{field} = {getattr(setting, field)} but "
+                             f"task {spec.task!r} gives data with {size}; set {field} = {size} "
+                             "(or leave it to the data).")
+    missing = {f: v for f, v in dims.items() if getattr(setting, f) is None}
+    if missing:
+        setting = setting.replace(**missing)
+    return setting, (x_shape, y_shape, tuple(data.pair))
 
 
 def _check_layers(where, setting):
@@ -225,10 +268,11 @@ def estimate_chunk(plan: Plan, group: Group, elements: int | None = None) -> Chu
     """Memory and time of one chunk of ``elements`` (default: the group's largest chunk).
 
     Memory (float32): per element the parameters, their gradient and the optimizer state
-    (none for SGD, two moments for Adam), plus the records: steps × (K + 3) floats (h at K
-    layers, y, w, loss). Time: ``steps × elements × 16 · parameters bytes`` over an assumed
-    ``ASSUMED_BANDWIDTH`` = 10 GB/s (memory-bound floor; small networks are overhead-bound
-    and run slower than this, large ones on an accelerator faster).
+    (none for SGD, two moments for Adam), plus the records: ceil(steps / every) × (K + 3)
+    floats (h at K layers, y, w, loss; ``[record] every``). Time: ``steps × elements ×
+    16 · parameters bytes`` over an assumed ``ASSUMED_BANDWIDTH`` = 10 GB/s (memory-bound
+    floor; small networks are overhead-bound and run slower than this, large ones on an
+    accelerator faster).
     """
     if elements is None:
         elements = max(len(plan.chunks[c].elements) for c in group.chunks)
@@ -238,7 +282,8 @@ def estimate_chunk(plan: Plan, group: Group, elements: int | None = None) -> Chu
     k = len(group_layers(plan, group))
     # The parameters and the optimizer's moments as train counts them, and the gradient.
     state = state_bytes(network, setting.optimizer, "float32")
-    bytes_per = state + 4 * n + 4 * setting.steps * (k + 3)
+    records = math.ceil(setting.steps / plan.spec.record_every)
+    bytes_per = state + 4 * n + 4 * records * (k + 3)
     seconds = setting.steps * elements * _PASSES * 4 * n / ASSUMED_BANDWIDTH
     return ChunkEstimate(parameters=n, memory_bytes=elements * bytes_per, seconds=seconds)
 
@@ -253,8 +298,10 @@ def describe_plan(plan: Plan, *, num_processes: int = 1) -> str:
         f"sweep of {spec.table}/{spec.row}: {len(plan.cells)} cells"
         + (f" ({' × '.join(f'{len(v)} {k}' for k, v in spec.grid)})" if keys else "")
         + f" × {plan.num_seeds} seeds = {plan.num_elements} elements",
-        f"per element: {'fit (eta_h, eta_y)' if spec.fit_rates else 'no fit'}; "
+        f"per element: {_analyses_text(spec)}; "
         f"records layers {_layers_text(plan)}"
+        + (f" every {spec.record_every} steps" if spec.record_every != 1 else "")
+        + (f"; stops below loss {spec.stop_loss:g}" if spec.stop_loss is not None else "")
         + ("; full trajectories to trajectories.zarr" if spec.trajectories else ""),
         f"compiled groups: {len(plan.groups)} (data per element: {', '.join(DATA_FIELDS)}, seed)",
     ]
@@ -279,9 +326,21 @@ def describe_plan(plan: Plan, *, num_processes: int = 1) -> str:
     return "\n".join(lines)
 
 
+def _analyses_text(spec):
+    text = "fit (eta_h, eta_y)" if spec.fit_rates else "no fit"
+    others = [a for a in spec.analyses if a != "rates"]
+    if others:
+        text += ", analyses " + ", ".join(others)
+    if spec.task != "two_points":
+        text = f"task {spec.task}; " + text
+    return text
+
+
 def _layers_text(plan):
     if "layers" in plan.spec.grid_fields:
         return "per cell (grid key layers)"
+    if "row" in plan.spec.grid_fields and plan.spec.layers is None:
+        return "per cell (the row's)"
     return str(list(plan.layers)) if plan.layers is not None else "all"
 
 

@@ -1,10 +1,14 @@
 """Running a sweep: every chunk of the plan trained, fitted and stored, resumably.
 
 A chunk is one call of :func:`rsd.training.train` on the chunk's group structure with
-per-element data: the two points of each element's (dx2, dy2), its learning rate, gain
-and seed; then one batched fit of (η_h, η_y) per element. Its rows go to one Parquet
-part (see :mod:`rsd.sweeps._store`). Several processes (``jax.distributed``) split the
-chunks round-robin: process I of N takes chunk c when c % N == I.
+per-element data: the data the spec's task gives each element's cell (task
+``two_points``: the two points of its (dx2, dy2)), its learning rate, gain and seed,
+and the spec's ``stop_loss`` and ``record_every``; then the spec's analyses, in order,
+each a batched computation over the chunk's records (``"rates"``: one fit of (η_h, η_y)
+per element, padded to the group's largest chunk so that a group compiles one fit
+program). Its rows go to one Parquet part (see :mod:`rsd.sweeps._store`). Several
+processes (``jax.distributed``) split the chunks round-robin: process I of N takes
+chunk c when c % N == I.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _store
-from ._plan import Plan, group_layers, make_plan
-from ._spec import SweepSpec, load_spec
+from ._plan import Plan, cell_data, group_layers, make_plan
+from ._plugins import ANALYSES, RATE_COLUMNS, ChunkRecords
+from ._spec import ROW, SweepSpec, load_spec
 from ..fitting import FitStatus
+from ..training import resolve_devices
 
 __all__ = ["SweepReport", "run_sweep", "run_chunk", "init_distributed", "FIT_SKIPPED", "result_schema"]
 
@@ -79,7 +85,7 @@ def init_distributed(coordinator: str | None = None, num_processes: int | None =
     return jax.process_count(), jax.process_index()
 
 
-def run_sweep(spec, out, *, force: bool = False, devices=None, progress: bool | None = None
+def run_sweep(spec, out, *, force: bool = False, devices="all", progress: bool | None = None
               ) -> SweepReport:
     """Train, fit and store every (cell, seed) of ``spec`` under ``out``, resuming.
 
@@ -89,8 +95,10 @@ def run_sweep(spec, out, *, force: bool = False, devices=None, progress: bool | 
             finished chunks are skipped; a different sweep raises ValueError unless
             ``force``, which deletes the sweep's files (manifest.json, results.parquet/,
             trajectories.zarr/, nothing else) and starts over.
-        devices: None (every local device) or an int n (the first n local devices) or a
-            list of local devices; each chunk's elements are sharded over them.
+        devices: where each chunk's elements are sharded, as :func:`rsd.training.train`'s
+            argument: ``"all"`` (the default: every local device), an int n (the first n
+            local devices), a list of local devices, or None (the default device, or the
+            devices of an enclosing :func:`rsd.training.use_devices`).
         progress: a tqdm bar over this process's chunks (default: when on a terminal).
 
     Several processes: call ``jax.distributed.initialize`` (or :func:`init_distributed`)
@@ -106,7 +114,7 @@ def run_sweep(spec, out, *, force: bool = False, devices=None, progress: bool | 
     if not isinstance(force, bool):
         raise ValueError(f"force must be True or False; got {force!r}.")
     plan = make_plan(spec)
-    devices = _check_devices(devices)
+    resolve_devices(devices)  # checked before the folder is touched
     out = _check_out(out)
     num_processes, process_id = jax.process_count(), jax.process_index()
     # Every process checks the folder (read-only) before the leader changes anything, so a
@@ -144,82 +152,113 @@ def run_sweep(spec, out, *, force: bool = False, devices=None, progress: bool | 
 
 
 def run_chunk(plan: Plan, index: int, *, devices=None):
-    """Train and fit chunk ``index`` of ``plan``: (its rows as a ``pyarrow.Table``,
-    its series {"h" [E, T, K], "y", "w", "loss" [E, T]} as numpy arrays)."""
-    import pyarrow as pa
+    """Train chunk ``index`` of ``plan`` and run its analyses.
 
-    from ..data import two_points
-    from ..fitting import fit_rates_masked
-    from ..training import Status
+    Args:
+        plan: a :class:`Plan` (:func:`make_plan`).
+        index: a chunk id in [0, len(plan.chunks)).
+        devices: as in :func:`run_sweep`, but None by default (the default device).
+
+    Returns:
+        (its rows as a ``pyarrow.Table`` of :func:`result_schema`, its series {"h"
+        [E, T, K], "y", "w", "loss" [E, T]} as numpy arrays, T = ceil(steps / every)).
+    """
+    import pyarrow as pa
 
     if not isinstance(plan, Plan):
         raise ValueError(f"plan must be an rsd.sweeps.Plan (make_plan); got {type(plan).__name__}.")
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
             or not 0 <= index < len(plan.chunks):
         raise ValueError(f"index must be a chunk id in [0, {len(plan.chunks)}); got {index!r}.")
+    spec = plan.spec
     chunk = plan.chunks[int(index)]
     group = plan.groups[chunk.group]
-    structure = group.structure
     layers = group_layers(plan, group)
     ids = np.asarray(chunk.elements, np.int64)
     cell_ids, seed_idx = np.divmod(ids, plan.num_seeds)
-    seeds = np.asarray(plan.spec.seeds, np.int64)[seed_idx]
+    seeds = np.asarray(spec.seeds, np.int64)[seed_idx]
     settings = [plan.cells[c].setting for c in cell_ids]
     lr = np.array([s.lr for s in settings])
     gain = np.array([s.gain for s in settings])
-    dx2 = np.array([s.dx2 for s in settings])
-    dy2 = np.array([s.dy2 for s in settings])
 
-    points = {}
-    for pair in set(zip(dx2.tolist(), dy2.tolist())):
-        points[pair] = two_points(*pair, in_dim=structure.in_dim, out_dim=structure.out_dim)
-    x = jnp.stack([points[p][0] for p in zip(dx2.tolist(), dy2.tolist())])
-    y = jnp.stack([points[p][1] for p in zip(dx2.tolist(), dy2.tolist())])
-    series, status = _train(structure, x, y, seeds, lr, gain, layers, plan.spec.chunk_size, devices)
-
+    cache = {}
+    data = [cell_data(spec, s, cache) for s in settings]
+    x = jnp.stack([d.x for d in data])
+    y = jnp.stack([d.y for d in data])
+    run = _train(group.structure, x, y, seeds, lr, gain, layers, data[0].pair, spec, devices)
+    series = {k: np.asarray(getattr(run, k)) for k in ("h", "y", "w", "loss")}
+    status = np.asarray(run.status, np.int32)
     e = ids.size
-    if plan.spec.fit_rates:
-        # Padded to the group's largest chunk (pads masked as untrained): one fit program
-        # per group, whatever the size of its last chunk.
-        pad = max(len(plan.chunks[c].elements) for c in group.chunks) - e
-        take = np.concatenate([np.arange(e), np.full(pad, e - 1)]).astype(int)
-        trained = np.concatenate([status == Status.OK, np.zeros(pad, bool)])
-        fit = fit_rates_masked(series["h"][take, :, 0], series["y"][take], series["w"][take],
-                               dx2[take], dy2[take], trained)
-        eta_h, eta_y, fit_loss, r2, fit_status = (np.asarray(a)[:e] for a in fit)
-    else:
-        eta_h = eta_y = fit_loss = np.full(e, np.nan)
-        r2 = np.full((e, 3), np.nan)
-        fit_status = np.full(e, FIT_SKIPPED)
+    # The task's (dx2, dy2) where it gives them (two points: the setting's own values),
+    # else the pair's squared distances as train measured them.
+    run_dx2 = np.broadcast_to(np.asarray(run.dx2, np.float64), (e,))
+    run_dy2 = np.broadcast_to(np.asarray(run.dy2, np.float64), (e,))
+    dx2 = np.array([run_dx2[k] if d.dx2 is None else d.dx2 for k, d in enumerate(data)])
+    dy2 = np.array([run_dy2[k] if d.dy2 is None else d.dy2 for k, d in enumerate(data)])
 
     schema = result_schema(plan)
-    columns = {}
-    for field in plan.spec.grid_fields:
-        columns[field] = [_column_value(getattr(s, field)) for s in settings]
+    declared = _analysis_columns(plan)
+    columns = {name: np.full(e, np.nan) for name in RATE_COLUMNS[:-1]}
+    columns["fit_status"] = np.full(e, FIT_SKIPPED)
+    batch = max(len(plan.chunks[c].elements) for c in group.chunks)
+    for name in spec.analyses:
+        records = ChunkRecords(h=series["h"], y=series["y"], w=series["w"], loss=series["loss"],
+                               e0=np.broadcast_to(np.asarray(run.e0, np.float64), (e,)),
+                               ts=np.asarray(run.record_steps), status=status,
+                               settings=tuple(settings), dx2=dx2, dy2=dy2, layers=tuple(layers),
+                               batch=batch, columns=dict(columns))
+        produced = ANALYSES[name].compute(records)
+        unknown = [c for c in produced if c not in declared[name]]
+        if unknown:
+            raise ValueError(f"analysis {name!r} returned column {unknown[0]!r}, which it does not "
+                             "declare (Analysis.columns).")
+        for column, kind in declared[name].items():
+            if column in produced:
+                columns[column] = produced[column]
+            elif pa.types.is_floating(kind):
+                columns[column] = np.full(e, np.nan)
+            else:
+                columns[column] = [None] * e
+
+    for field in spec.grid_fields:
+        if field == ROW:  # no Setting field: the cell's grid value
+            columns[field] = [dict(plan.cells[c].values)[ROW] for c in cell_ids]
+        else:
+            columns[field] = [_column_value(getattr(s, field)) for s in settings]
     columns.update(
         element=ids, cell=cell_ids, seed=seeds,
-        eta_h=eta_h, eta_y=eta_y, fit_loss=fit_loss,
-        r2_h=r2[:, 0], r2_y=r2[:, 1], r2_w=r2[:, 2],
         final_h=series["h"][:, -1, 0], final_loss=series["loss"][:, -1],
-        train_status=status, fit_status=fit_status,
+        train_status=status,
     )
-    arrays = [pa.array(np.asarray(columns[f.name]) if f.name not in plan.spec.grid_fields
-                       else columns[f.name], type=f.type) for f in schema]
+    if spec.stop_loss is not None:
+        columns["stop_step"] = np.asarray(run.stop_step, np.int64)
+    arrays = [pa.array(np.asarray(columns[f.name]) if isinstance(columns[f.name], np.ndarray)
+                       or f.name not in spec.grid_fields else columns[f.name], type=f.type)
+              for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema), series
 
 
 def result_schema(plan: Plan):
     """The columns of ``results.parquet``: the grid's fields (named as in the spec; a key
-    "a+b" gives columns a and b), then
+    "a+b" gives columns a and b; the grid's ``row`` a string column), then
 
     * ``element`` (cell · len(seeds) + seed index), ``cell`` (grid product index), ``seed``;
     * ``eta_h``, ``eta_y``, ``fit_loss``, ``r2_h``, ``r2_y``, ``r2_w``: the fit of the
-      theory to (h at the first recorded layer, y, w); NaN where not fitted;
+      theory to (h at the first recorded layer, y, w) by the ``"rates"`` analysis; NaN
+      where not fitted;
     * ``final_h`` (last record of h at the first recorded layer), ``final_loss``;
     * ``train_status`` (:class:`rsd.training.Status`), ``fit_status``
       (:class:`rsd.fitting.FitStatus`, one enumeration for every row: ``NOT_FITTED`` = −1
-      for an element whose training diverged, ``SKIPPED`` = −2 when the spec says
-      ``[fit] rates = false``).
+      for an element whose training diverged, ``SKIPPED`` = −2 when the spec runs no
+      ``"rates"`` analysis, e.g. ``[fit] rates = false``);
+    * with ``[run] stop_loss``: ``stop_step`` (int64, ``Run.stop_step``: the first record
+      step whose loss was below it, the element's steps if none);
+    * the columns every other analysis of ``[analysis] names`` declares, in order
+      (``"final_distance"``: ``final_distance_predicted``; ``"rates_all_layers"``:
+      ``eta_h_layer{k}``, ``eta_y_layer{k}``, ``r2_h_layer{k}`` for each recorded k).
+
+    Raises ValueError naming ``analysis.names`` when an analysis declares a column that
+    another column already has.
     """
     import pyarrow as pa
 
@@ -233,7 +272,28 @@ def result_schema(plan: Plan):
                pa.field("seed", pa.int64())]
     fields += [pa.field(name, pa.float64()) for name in _METRICS]
     fields += [pa.field("train_status", pa.int32()), pa.field("fit_status", pa.int32())]
+    if plan.spec.stop_loss is not None:
+        fields.append(pa.field("stop_step", pa.int64()))
+    taken = {f.name for f in fields}
+    for name, declared in _analysis_columns(plan).items():
+        for column, kind in declared.items():
+            if column in RATE_COLUMNS:
+                continue
+            if column in taken:
+                raise ValueError(f"spec key 'analysis.names': analysis {name!r} declares column "
+                                 f"{column!r}, which the results already have.")
+            taken.add(column)
+            fields.append(pa.field(column, kind))
     return pa.schema(fields)
+
+
+def _analysis_columns(plan):
+    """{analysis name: {column: pyarrow type}} of the spec's analyses, in order."""
+    unknown = [n for n in plan.spec.analyses if n not in ANALYSES]
+    if unknown:
+        raise ValueError(f"spec key 'analysis.names': analysis {unknown[0]!r} is no longer "
+                         f"registered; registered: {', '.join(ANALYSES)}.")
+    return {name: dict(ANALYSES[name].columns(plan)) for name in plan.spec.analyses}
 
 
 def _arrow_type(values):
@@ -255,31 +315,14 @@ def _column_value(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def _train(structure, x, y, seeds, lr, gain, layers, chunk_size, devices):
-    """Per-element training: ({"h", "y", "w", "loss"} numpy, status [E] int32)."""
+def _train(structure, x, y, seeds, lr, gain, layers, pair, spec, devices):
+    """Per-element training of one chunk: the :class:`rsd.training.Run`."""
     from ..training import train
 
-    run = train(structure, x, y, seeds=seeds, lr=lr, gain=gain, layers=layers,
-                chunk_size=chunk_size, devices="all" if devices is None else devices,
-                progress=False)
-    out = {k: np.asarray(getattr(run, k)) for k in ("h", "y", "w", "loss")}
-    return out, np.asarray(run.status, np.int32)
-
-
-def _check_devices(devices):
-    if devices is None:
-        return None
-    local = jax.local_devices()
-    if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
-        if not 1 <= devices <= len(local):
-            raise ValueError(f"devices must be between 1 and {len(local)} (this process's local "
-                             f"devices); got {devices}.")
-        return local[:int(devices)]
-    devices = list(devices)
-    if not devices or any(d not in local for d in devices):
-        raise ValueError(f"devices must be None, a count, or a non-empty list of this process's "
-                         f"local devices {local}; got {devices}.")
-    return devices
+    return train(structure, x, y, seeds=seeds, lr=lr, gain=gain, layers=layers, pair=pair,
+                 stop_loss=spec.stop_loss, record_every=spec.record_every,
+                 chunk_size=spec.chunk_size, devices=devices,
+                 progress=False)
 
 
 _BARRIERS = [0]

@@ -15,10 +15,20 @@ trains, what each element records and whether its rates are fitted::
     [record]
     layers = [10]         # rsd hidden-layer indices; default: the base row's
     trajectories = false  # true: full h, y, w, loss series to trajectories.zarr
+    every = 1             # record every k-th step (steps 0, k, 2k, ...)
     [fit]
     rates = true
+    [task]
+    name = "two_points"   # what the cells train on: a key of rsd.sweeps.TASKS
+    [analysis]
+    names = ["rates"]     # keys of rsd.sweeps.ANALYSES; default ["rates"] if fit.rates else []
     [run]
     chunk_size = 64       # elements per compiled chunk
+    stop_loss = 1e-3      # optional: a seed stops at the first record with loss below it
+
+The grid key ``row`` (alone or joined, "row+lr") varies the paper row within
+``base.table``: a cell's setting is then ``Setting.from_paper(table, row)`` with ``[set]``
+and the other grid values applied.
 
 Every mistake (unknown key at any level, empty or repeated grid values, a value the
 ``Setting`` refuses, a grid key that is no ``Setting`` field) raises ``ValueError``
@@ -36,14 +46,20 @@ from pathlib import Path
 from typing import Any
 
 from ..training import PAPER_TABLES, Setting
+from ._plugins import ANALYSES, TASKS
 
 __all__ = ["SweepSpec", "load_spec", "parse_spec"]
 
-_TOP_KEYS = ("base", "seeds", "steps", "set", "grid", "record", "fit", "run")
+_TOP_KEYS = ("base", "seeds", "steps", "set", "grid", "record", "fit", "task", "analysis", "run")
 _BASE_KEYS = ("table", "row", "quirks")
-_RECORD_KEYS = ("layers", "trajectories")
+_RECORD_KEYS = ("layers", "trajectories", "every")
 _FIT_KEYS = ("rates",)
-_RUN_KEYS = ("chunk_size",)
+_TASK_KEYS = ("name",)
+_ANALYSIS_KEYS = ("names",)
+_RUN_KEYS = ("chunk_size", "stop_loss")
+# The grid axis that is no Setting field: the paper row within base.table.
+ROW = "row"
+_DEFAULT_TASK = "two_points"
 _SETTING_FIELDS = tuple(f.name for f in dataclasses.fields(Setting))
 # Free text: it names a setting and changes nothing a sweep computes.
 _NOT_A_GRID_AXIS = ("name",)
@@ -62,12 +78,18 @@ class SweepSpec:
         overrides: ((field, value), ...) applied to the base (``[set]`` and top-level ``steps``).
         grid: ((key, (value, ...)), ...) in the spec's order; the cells are the product
             of the value lists, the first key varying slowest. A key "a+b" joins fields
-            that vary together: its values are tuples (a value, b value).
+            that vary together: its values are tuples (a value, b value). The key ``row``
+            (no Setting field) varies the paper row within ``table``.
         seeds: the seeds every cell trains (distinct, non-negative).
         layers: rsd hidden-layer indices recorded (None: the base row's ``Setting.layers``).
         trajectories: keep every element's full h, y, w and loss series (Zarr).
-        fit_rates: fit (η_h, η_y) to every element.
+        fit_rates: fit (η_h, η_y) to every element (``"rates"`` in ``analyses``).
         chunk_size: elements per compiled chunk.
+        record_every: record every k-th step (``train(record_every=k)``).
+        stop_loss: None, or ``train(stop_loss=...)``: a seed stops at its first record
+            whose loss is below it.
+        task: the name of the task (a key of ``TASKS``) every cell trains on.
+        analyses: names of the analyses (keys of ``ANALYSES``) run on every chunk, in order.
     """
 
     table: str
@@ -80,19 +102,42 @@ class SweepSpec:
     trajectories: bool
     fit_rates: bool
     chunk_size: int
+    record_every: int = 1
+    stop_loss: float | None = None
+    task: str = _DEFAULT_TASK
+    analyses: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if self.analyses is None:  # the analyses of a spec written before they existed
+            object.__setattr__(self, "analyses", _default_analyses(self.fit_rates))
 
     def canonical(self) -> dict:
-        """The spec as plain JSON data (lists, not tuples; the grid as ordered pairs)."""
-        return {
+        """The spec as plain JSON data (lists, not tuples; the grid as ordered pairs).
+
+        An option added after the first sweeps (``record.every``, ``run.stop_loss``,
+        ``task``, ``analysis``) appears only when it differs from its default, so a spec
+        without it keeps its hash and its folders still resume."""
+        record = {"layers": None if self.layers is None else list(self.layers),
+                  "trajectories": self.trajectories}
+        if self.record_every != 1:
+            record["every"] = self.record_every
+        run = {"chunk_size": self.chunk_size}
+        if self.stop_loss is not None:
+            run["stop_loss"] = self.stop_loss
+        out = {
             "base": {"table": self.table, "row": self.row, "quirks": self.quirks},
             "set": {k: _jsonable(v) for k, v in self.overrides},
             "grid": [[k, [_jsonable(v) for v in values]] for k, values in self.grid],
             "seeds": list(self.seeds),
-            "record": {"layers": None if self.layers is None else list(self.layers),
-                       "trajectories": self.trajectories},
+            "record": record,
             "fit": {"rates": self.fit_rates},
-            "run": {"chunk_size": self.chunk_size},
+            "run": run,
         }
+        if self.task != _DEFAULT_TASK:
+            out["task"] = {"name": self.task}
+        if self.analyses != _default_analyses(self.fit_rates):
+            out["analysis"] = {"names": list(self.analyses)}
+        return out
 
     @property
     def spec_hash(self) -> str:
@@ -106,8 +151,20 @@ class SweepSpec:
 
     @property
     def grid_fields(self) -> tuple[str, ...]:
-        """The Setting fields the grid varies (a key "a+b" varies a and b together)."""
+        """The Setting fields (and ``row``) the grid varies (a key "a+b" varies a and b
+        together)."""
         return tuple(f for k in self.grid_keys for f in k.split("+"))
+
+    def cell_setting(self, values) -> Setting:
+        """The setting of one cell given its ((field, value), ...) (:meth:`cell_values`):
+        its paper row (the grid's ``row``, else ``base.row``) with ``[set]`` and the
+        other values applied. Raises the ``Setting``'s ValueError for a refused value."""
+        values = dict(values)
+        row = values.pop(ROW, self.row)
+        setting = Setting.from_paper(self.table, row, quirks=self.quirks)
+        if self.overrides:
+            setting = setting.replace(**dict(self.overrides))
+        return setting.replace(**values) if values else setting
 
     def cell_values(self, combo) -> tuple[tuple[str, Any], ...]:
         """((field, value), ...) of one combination of the grid keys' values."""
@@ -156,7 +213,11 @@ def parse_spec(data: dict) -> SweepSpec:
     seeds that are not a count >= 1 or a list of distinct non-negative ints, an empty
     or repeated grid list, a grid or ``[set]`` key that is no ``Setting`` field (or a
     value the ``Setting`` refuses), a key given twice (``steps`` at the top and in
-    ``[set]``, a grid key also in ``[set]``, ``layers`` in ``[record]`` and elsewhere).
+    ``[set]``, a grid key also in ``[set]``, ``layers`` in ``[record]`` and elsewhere),
+    a grid ``row`` that is no row of ``base.table``, ``record.every`` not an integer
+    >= 1, ``run.stop_loss`` not a finite number > 0, a ``task.name`` not in ``TASKS``,
+    an ``analysis.names`` entry not in ``ANALYSES``, repeated or before an analysis it
+    requires, or ``fit.rates`` contradicting ``analysis.names``.
     """
     if not isinstance(data, dict):
         raise ValueError(f"a sweep spec must be a table of keys; got {type(data).__name__}.")
@@ -202,11 +263,11 @@ def parse_spec(data: dict) -> SweepSpec:
         where = f"grid.{key}"
         fields = key.split("+")
         for field in fields:
-            if field not in _SETTING_FIELDS or field in _NOT_A_GRID_AXIS:
+            if field != ROW and (field not in _SETTING_FIELDS or field in _NOT_A_GRID_AXIS):
                 allowed = [f for f in _SETTING_FIELDS if f not in _NOT_A_GRID_AXIS]
                 raise ValueError(f"spec key '{where}' is not a Setting field that can vary (or "
                                  "fields joined by '+' that vary together); fields are "
-                                 f"{', '.join(allowed)}.")
+                                 f"{', '.join(allowed)}, and {ROW} (the paper row).")
             if field in overrides:
                 raise ValueError(f"spec key '{field}' is both in [set] and in [grid]; keep one.")
             if grid_fields.count(field) > 1:
@@ -220,15 +281,19 @@ def parse_spec(data: dict) -> SweepSpec:
                     raise ValueError(f"spec key '{where}' joins {len(fields)} fields: each value "
                                      f"must be a list of {len(fields)} values ({', '.join(fields)}); "
                                      f"got {value!r}.")
-            values = tuple(tuple(_setting_value(where, f, v) for f, v in zip(fields, value))
+            values = tuple(tuple(_grid_value(where, f, v, table) for f, v in zip(fields, value))
                            for value in values)
         else:
-            values = tuple(_setting_value(where, key, v) for v in values)
+            values = tuple(_grid_value(where, key, v, table) for v in values)
         seen = set()
         for value in values:
             parts = value if len(fields) > 1 else (value,)
             for field, part in zip(fields, parts):
-                _check_field_value(where, base_setting, field, part, grid_fields)
+                if field != ROW:
+                    # With rows on the grid a value may suit some rows only: make_plan
+                    # checks every cell.
+                    _check_field_value(where, base_setting, field, part, grid_fields,
+                                       lenient=ROW in grid_fields)
             if _hashable(value) in seen:
                 raise ValueError(f"spec key '{where}' lists {value!r} twice; grid values must be distinct.")
             seen.add(_hashable(value))
@@ -245,16 +310,29 @@ def parse_spec(data: dict) -> SweepSpec:
         layers = _setting_value("record.layers", "layers", record["layers"])
         _check_field_value("record.layers", base_setting, "layers", layers)
     trajectories = _bool("record.trajectories", record.get("trajectories", False))
+    every = record.get("every", 1)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"spec key 'record.every' must be an integer >= 1; got {every!r}.")
 
     fit = _table("fit", data.get("fit", {}))
     _check_keys("fit", fit, _FIT_KEYS)
-    fit_rates = _bool("fit.rates", fit.get("rates", True))
+    analysis = _table("analysis", data.get("analysis", {}))
+    _check_keys("analysis", analysis, _ANALYSIS_KEYS)
+    fit_rates, analyses = _analyses(analysis, fit)
+
+    task = _table("task", data.get("task", {}))
+    _check_keys("task", task, _TASK_KEYS)
+    task = task.get("name", _DEFAULT_TASK)
+    if not isinstance(task, str) or task not in TASKS:
+        raise ValueError(f"spec key 'task.name' must be a registered task: {', '.join(TASKS)} "
+                         f"(rsd.sweeps.register_task); got {task!r}.")
 
     run = _table("run", data.get("run", {}))
     _check_keys("run", run, _RUN_KEYS)
     chunk_size = run.get("chunk_size", _DEFAULT_CHUNK)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"spec key 'run.chunk_size' must be an integer >= 1; got {chunk_size!r}.")
+    stop_loss = _stop_loss(run.get("stop_loss"))
 
     cells = math.prod(len(v) for _, v in grid)
     if cells * len(seeds) > _MAX_ELEMENTS:
@@ -263,7 +341,8 @@ def parse_spec(data: dict) -> SweepSpec:
     return SweepSpec(table=table, row=row, quirks=quirks,
                      overrides=tuple(sorted(overrides.items())), grid=tuple(grid),
                      seeds=seeds, layers=layers, trajectories=trajectories,
-                     fit_rates=fit_rates, chunk_size=chunk_size)
+                     fit_rates=fit_rates, chunk_size=chunk_size, record_every=every,
+                     stop_loss=stop_loss, task=task, analyses=analyses)
 
 
 def _check_keys(where, table, allowed):
@@ -317,18 +396,66 @@ def _setting_value(where, field, value):
     return value
 
 
-def _check_field_value(where, base, field, value, grid_keys=()):
+def _check_field_value(where, base, field, value, grid_keys=(), lenient=False):
     """The Setting's own check of one field, reported under the spec key. A refusal that
     names another grid key's field (e.g. a CNN's width against its depth) may hold for
-    the base and not for some cells: the cells are checked one by one in ``make_plan``."""
+    the base and not for some cells (or any refusal, ``lenient``: rows on the grid): the
+    cells are checked one by one in ``make_plan``."""
     try:
         base.replace(**{field: value})
     except ValueError as error:
-        if any(f"Setting.{k}" in str(error) for k in grid_keys if k != field):
+        if lenient or any(f"Setting.{k}" in str(error) for k in grid_keys if k != field):
             return
         raise ValueError(f"spec key '{where}': {error}") from None
     except (TypeError, OverflowError):
         raise ValueError(f"spec key '{where}': {value!r} is not a valid {field}.") from None
+
+
+def _grid_value(where, field, value, table):
+    """A grid value: a row of ``table`` for ``row``, else as :func:`_setting_value`."""
+    if field != ROW:
+        return _setting_value(where, field, value)
+    if not isinstance(value, str) or value not in PAPER_TABLES[table]:
+        raise ValueError(f"spec key '{where}': {value!r} is not a row of table {table!r}; "
+                         f"rows are {', '.join(PAPER_TABLES[table])}.")
+    return value
+
+
+def _default_analyses(fit_rates):
+    return ("rates",) if fit_rates else ()
+
+
+def _analyses(analysis, fit):
+    """The ``[analysis] names`` (default: ``["rates"]`` when ``[fit] rates``), checked
+    against the registry, each after the analyses it requires."""
+    fit_rates = _bool("fit.rates", fit.get("rates", True))
+    if "names" not in analysis:
+        return fit_rates, _default_analyses(fit_rates)
+    names = analysis["names"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"spec key 'analysis.names' must be a list of names; got {names!r}.")
+    for k, name in enumerate(names):
+        if name not in ANALYSES:
+            raise ValueError(f"spec key 'analysis.names': {name!r} is not a registered analysis; "
+                             f"registered: {', '.join(ANALYSES)} (rsd.sweeps.register_analysis).")
+        if name in names[:k]:
+            raise ValueError(f"spec key 'analysis.names' lists {name!r} twice.")
+        missing = [r for r in ANALYSES[name].requires if r not in names[:k]]
+        if missing:
+            raise ValueError(f"spec key 'analysis.names': {name!r} needs {missing[0]!r} before it.")
+    if "rates" in fit and fit_rates != ("rates" in names):
+        raise ValueError(f"spec key 'fit.rates' = {str(fit_rates).lower()} contradicts "
+                         f"'analysis.names' = {names!r}; keep one of them.")
+    return "rates" in names, tuple(names)
+
+
+def _stop_loss(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not value > 0:
+        raise ValueError(f"spec key 'run.stop_loss' must be a finite number > 0; got {value!r}.")
+    return float(value)
 
 
 def _hashable(value):

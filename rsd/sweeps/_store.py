@@ -187,7 +187,8 @@ def write_trajectories(out, elements, series: dict) -> None:
 def _create_trajectories(path, plan, dtype):
     import zarr
 
-    e, t, k = plan.num_elements, plan.max_steps, plan.max_layers
+    every = plan.spec.record_every
+    e, t, k = plan.num_elements, -(-plan.max_steps // every), plan.max_layers
     rows = plan.trajectory_chunk_len()
     group = zarr.open_group(str(path), mode="a")
     shapes = {"h": (e, t, k), "y": (e, t), "w": (e, t), "loss": (e, t)}
@@ -207,8 +208,11 @@ def _create_trajectories(path, plan, dtype):
         "layers": ("per cell: the results' layers column" if "layers" in plan.spec.grid_fields
                    else None if plan.layers is None else list(plan.layers)),
         "padding": "NaN beyond an element's own steps (T) and layers (K)",
-        "record": "h[e, t, k]: record before update t at hidden layer layers[k]",
+        "record": "h[e, t, k]: record before update t at hidden layer layers[k]" if every == 1 else
+                  f"h[e, t, k]: record before update {every}·t at hidden layer layers[k]",
     })
+    if every != 1:  # written only then, so that the files of a spec without it stay as they were
+        group.attrs["record_every"] = every
 
 
 @contextlib.contextmanager

@@ -11,6 +11,13 @@ only that row. Layout of the folder (``OUT/NAME/sweep/`` for an experiment):
 * ``units/<name>-<hash>.pkl``: one pickled result per unit; ``hash`` covers the unit's
   inputs beyond the key (e.g. the upstream rates a final-distance row starts from).
 
+Several processes (``num_processes`` > 1) share one folder on a shared file system: each
+runs the same piece of work, asking for the same units in the same order; the k-th unit
+asked for belongs to process k mod N, which computes it, while the others wait for its
+file and read it. So the units are split round-robin, every process ends with every
+result, and nothing but the folder is shared (no ``jax.distributed``). Process 0 alone
+prepares (or clears) the folder; the others wait until its manifest carries their key.
+
 Crash safety is the sweep store's: a unit is written under a hidden temporary name,
 flushed and renamed into place, so a unit file exists iff its result is complete.
 The files are pickles written by rsd for rsd: read only folders you wrote.
@@ -25,6 +32,7 @@ import pickle
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,21 +79,43 @@ class UnitStore:
         key: JSON-able description of what the units belong to (for an experiment: its
             name and configuration). A folder holding units of another key is cleared.
         force: clear the folder's units whatever their key.
+        num_processes: how many processes share the folder (>= 1).
+        process_id: this process's id in [0, num_processes).
+        wait_timeout: seconds a process waits for another's unit (or for process 0's
+            manifest) before ``TimeoutError``; None waits as long as it takes.
 
     ``run(name, fn)`` returns the stored result of unit ``name`` if it is finished and
-    otherwise calls ``fn()``, stores its result and returns it. ``ran`` and ``reused``
-    count the units of each kind since the store was opened.
+    otherwise calls ``fn()`` (or, for another process's unit, waits for its file),
+    stores its result and returns it. ``ran`` counts the units this process computed,
+    ``reused`` those it read (finished before, or computed by another process).
     """
 
-    def __init__(self, folder, key: Any, *, force: bool = False):
+    def __init__(self, folder, key: Any, *, force: bool = False, num_processes: int = 1,
+                 process_id: int = 0, wait_timeout: float | None = None):
         from ._run import _versions
 
+        if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
+            raise ValueError(f"num_processes must be an integer >= 1; got {num_processes!r}.")
+        if isinstance(process_id, bool) or not isinstance(process_id, int) \
+                or not 0 <= process_id < num_processes:
+            raise ValueError(f"process_id must be an integer in [0, {num_processes}); got {process_id!r}.")
+        if force and num_processes > 1:
+            raise ValueError("force with several processes would let one clear the units another "
+                             "has stored; clear the folder first, or force with one process.")
+        if wait_timeout is not None and not wait_timeout > 0:
+            raise ValueError(f"wait_timeout must be None or > 0 seconds; got {wait_timeout!r}.")
         self.folder = Path(folder)
         self.key = {"key": key, "versions": _versions()}
         self.key_hash = _digest(self.key)
         self.ran = 0
         self.reused = 0
+        self.num_processes, self.process_id, self.wait_timeout = num_processes, process_id, wait_timeout
+        self._asked = 0
         self.folder.mkdir(parents=True, exist_ok=True)
+        if process_id > 0:
+            self._wait(lambda: (self._manifest() or {}).get("key_hash") == self.key_hash
+                       and (self.folder / _UNITS).is_dir(), "process 0's manifest")
+            return
         with _locked(self.folder):
             manifest = self._manifest()
             if force or manifest is None or manifest.get("key_hash") != self.key_hash:
@@ -95,6 +125,15 @@ class UnitStore:
             for name in os.listdir(self.folder / _UNITS):
                 if name.startswith(".") and name.endswith(".tmp"):
                     (self.folder / _UNITS / name).unlink(missing_ok=True)
+
+    def _wait(self, ready: Callable[[], bool], what: str) -> None:
+        start, pause = time.monotonic(), 0.02
+        while not ready():
+            if self.wait_timeout is not None and time.monotonic() - start > self.wait_timeout:
+                raise TimeoutError(f"process {self.process_id} waited {self.wait_timeout:g} s for "
+                                   f"{what} in {self.folder}; is every process running?")
+            time.sleep(pause)
+            pause = min(2 * pause, 1.0)
 
     def _manifest(self):
         try:
@@ -113,17 +152,26 @@ class UnitStore:
         return sorted(n for n in os.listdir(self.folder / _UNITS) if n.endswith(".pkl"))
 
     def run(self, name: str, fn: Callable[[], Any], inputs: Any = None) -> Any:
-        """Unit ``name``'s result: loaded when finished, else ``fn()`` computed and stored."""
+        """Unit ``name``'s result: loaded when finished, else ``fn()`` computed and stored
+        (by the process the unit belongs to; the others wait for its file)."""
         path = self.path(name, inputs)
-        if path.exists():
+        owner = self._asked % self.num_processes
+        self._asked += 1
+        while True:
+            if owner != self.process_id:
+                self._wait(path.exists, f"unit {name!r} of process {owner}")
             try:
                 with open(path, "rb") as f:
                     value = pickle.load(f)
+            except FileNotFoundError:
+                if owner != self.process_id:
+                    continue  # moved while the owner renames the folder: wait for it again
             except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, TypeError):
                 path.unlink(missing_ok=True)  # unreadable (e.g. written by other code): recompute
             else:
                 self.reused += 1
                 return value
+            break
         value = fn()
         write_atomic(path, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
         self.ran += 1

@@ -13,7 +13,8 @@ axis can be sharded over devices. ``Trainer`` exposes the same step as a pure
 from ._engine import train
 from ._loop import Trainer, pad_hidden
 from ._paper import PAPER_TABLES, PaperRow
-from ._placement import Placement, parameter_count, seed_footprint, state_bytes, use_devices
+from ._placement import (Placement, parameter_count, resolve_devices, seed_footprint, state_bytes,
+                         use_devices)
 from ._recorders import Recording
 from ._run import Run, Status
 from ._settings import (
@@ -33,6 +34,7 @@ __all__ = [
     "Status",
     "train",
     "use_devices",
+    "resolve_devices",
     "Trainer",
     "TrainState",
     "pad_hidden",

@@ -23,7 +23,7 @@ import numpy as np
 
 from ._checks import _is_index, _short_repr, parameter_template
 
-__all__ = ["Placement", "use_devices", "parameter_count", "state_bytes", "seed_footprint"]
+__all__ = ["Placement", "use_devices", "resolve_devices", "parameter_count", "state_bytes", "seed_footprint"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +60,15 @@ def use_devices(devices):
         _DEFAULT_DEVICES.reset(token)
 
 
+def resolve_devices(devices) -> tuple | None:
+    """The local devices that ``devices`` names, as :func:`train` reads its argument:
+    None gives None (the default device, or the ones :func:`use_devices` chose),
+    ``"all"`` every local device, an int n the first n, a sequence those devices (each
+    a local device of this process). ``ValueError`` naming the allowed values otherwise."""
+    mesh = _mesh(devices)
+    return None if mesh is None else tuple(mesh.devices.flat)
+
+
 def _mesh(devices):
     """None, or a 1-D mesh with axis "seeds" over the requested local devices."""
     if devices is None:
@@ -78,9 +87,10 @@ def _mesh(devices):
         except TypeError:
             chosen = None
         if not chosen or not all(isinstance(d, jax.Device) for d in chosen) or \
-                len(set(chosen)) != len(chosen):
+                len(set(chosen)) != len(chosen) or any(d not in local for d in chosen):
             raise ValueError("devices must be None, 'all', a number of local devices or a "
-                             f"sequence of distinct jax devices; got {_short_repr(devices)}.")
+                             "sequence of distinct jax devices local to this process; got "
+                             f"{_short_repr(devices)}.")
     return jax.sharding.Mesh(np.asarray(chosen), ("seeds",))
 
 

@@ -204,8 +204,12 @@ def test_estimates_follow_the_closed_forms(tmp_path):
         est = sweeps.estimate_chunk(plan, group)
         n = 1 * p + 2 * p * p + p * 1 + 3 * p + 1  # in·P + (L−1)·P² + P·out + biases, L = 3
         assert est.parameters == n
-        # SGD: parameters + gradient; records 40 steps × (1 layer + y, w, loss)
-        assert est.memory_bytes == 4 * 4 * (2 * n + 40 * 4)
+        # train's own per-seed footprint (float32): SGD keeps the parameters four times
+        # (parameters, gradient, update, new parameters); the 3 hidden layers' P
+        # activations on the 2 points three times; 40 records of 1 layer's h and four
+        # scalars; the element's own data, x [2, 1] and y [2, 1].
+        per_element = 4 * n + 3 * 2 * (3 * p) + 40 * (1 + 4) + (2 + 2)
+        assert est.memory_bytes == 4 * 4 * per_element
         assert est.seconds == pytest.approx(40 * 4 * 16 * n / 10e9)
 
 

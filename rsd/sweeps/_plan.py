@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from ..training import Setting, state_bytes
+from ..training import Setting, seed_footprint
 from ..training import parameter_count as network_parameter_count
 from ._plugins import TASKS, TaskData
 from ._spec import SweepSpec
@@ -267,12 +267,14 @@ class ChunkEstimate:
 def estimate_chunk(plan: Plan, group: Group, elements: int | None = None) -> ChunkEstimate:
     """Memory and time of one chunk of ``elements`` (default: the group's largest chunk).
 
-    Memory (float32): per element the parameters, their gradient and the optimizer state
-    (none for SGD, two moments for Adam), plus the records: ceil(steps / every) × (K + 3)
-    floats (h at K layers, y, w, loss; ``[record] every``). Time: ``steps × elements ×
-    16 · parameters bytes`` over an assumed ``ASSUMED_BANDWIDTH`` = 10 GB/s (memory-bound
-    floor; small networks are overhead-bound and run slower than this, large ones on an
-    accelerator faster).
+    Memory (float32): per element :func:`rsd.training.seed_footprint`, the estimate
+    ``train`` itself chunks by: the parameters four times (parameters, gradient, update,
+    new parameters) and the optimizer's moments, the hidden activations on the task's
+    n data points three times, ceil(steps / every) records of the K recorded layers and
+    four scalars (``[record] every``), and the element's own data (x and y). Time:
+    ``steps × elements × 16 · parameters bytes`` over an assumed ``ASSUMED_BANDWIDTH`` =
+    10 GB/s (memory-bound floor; small networks are overhead-bound and run slower than
+    this, large ones on an accelerator faster).
     """
     if elements is None:
         elements = max(len(plan.chunks[c].elements) for c in group.chunks)
@@ -280,10 +282,10 @@ def estimate_chunk(plan: Plan, group: Group, elements: int | None = None) -> Chu
     network = setting.network()
     n = network_parameter_count(network)
     k = len(group_layers(plan, group))
-    # The parameters and the optimizer's moments as train counts them, and the gradient.
-    state = state_bytes(network, setting.optimizer, "float32")
+    x, y = (np.shape(a) for a in cell_data(plan.spec, plan.cells[group.cells[0]].setting)[:2])
     records = math.ceil(setting.steps / plan.spec.record_every)
-    bytes_per = state + 4 * n + 4 * records * (k + 3)
+    bytes_per = seed_footprint(network, setting.optimizer, n=x[0], num_records=records, num_layers=k,
+                               data_per_seed=math.prod(x) + math.prod(y), dtype="float32")
     seconds = setting.steps * elements * _PASSES * 4 * n / ASSUMED_BANDWIDTH
     return ChunkEstimate(parameters=n, memory_bytes=elements * bytes_per, seconds=seconds)
 

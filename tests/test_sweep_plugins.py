@@ -380,4 +380,5 @@ def test_loss_rate_is_the_loss_curve_fit_of_the_stored_records(analysed):
                         ts=EVERY * np.arange(records))
     np.testing.assert_allclose(rows.eta_mean[ok], np.asarray(fit.eta_mean), rtol=1e-4)
     np.testing.assert_array_equal(rows.eta_mean_status[ok], np.asarray(fit.status))
+    np.testing.assert_allclose(rows.e0[ok], e0[rows.seed[ok].to_numpy()], rtol=1e-6)
     assert rows.eta_mean[~ok].isna().all() and (rows.eta_mean_status[~ok] == NOT_FITTED).all()

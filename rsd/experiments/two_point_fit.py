@@ -5,20 +5,25 @@ than the paper's so it runs in about a minute on a CPU), records h, y, w every
 step at a middle hidden layer, fits (η_h, η_y) of the effective theory to each
 seed and η_ȳ to its loss curve, and compares the measured end state with the
 closed-form prediction h∞.
+
+It is a sweep (:func:`spec`): one cell, the seeds as elements, the analyses "rates",
+"loss_rate" and "final_distance" of :mod:`rsd.sweeps`; what is left here is reading the
+results table and trajectories, solving the theory at the fitted rates, and the plot.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .._validation import check_int_range
 from .. import fitting, theory, training
-from ..sweeps import run_unit
 from . import _common
 
-__all__ = ["Config", "Result", "run", "plot", "metrics", "arrays", "summary"]
+__all__ = ["Config", "Result", "spec", "run", "plot", "metrics", "arrays", "summary"]
 
 
 @dataclass(frozen=True)
@@ -65,34 +70,72 @@ class Result:
     loss_fitted: np.ndarray
 
 
+def spec(config: Config) -> dict:
+    """The experiment as a sweep spec (the dict :func:`rsd.sweeps.parse_spec` reads): the
+    row's seeds on its two points, h recorded at one hidden layer (the middle one unless
+    ``config.layer``) with the full series kept, and per seed the fit of (η_h, η_y), the
+    fit of η_ȳ to the loss curve and the closed-form end state h∞."""
+    layer = config.depth // 2 if config.layer is None else config.layer
+    return {"base": {"table": config.table, "row": config.name}, "seeds": config.seeds,
+            "set": {"width": config.width, "depth": config.depth, "steps": config.steps,
+                    "layers": [layer]},
+            "record": {"trajectories": True},
+            "analysis": {"names": ["rates", "loss_rate", "final_distance"]},
+            "run": {"chunk_size": config.seeds}}
+
+
 def run(config: Config = Config(), *, upstream=None, progress: bool = False,
         store=None) -> Result:
-    del upstream, progress
-    c = config
-    paper = training.Setting.from_paper(c.table, c.name)
-    layer = c.depth // 2 if c.layer is None else c.layer
-    setting = paper.replace(width=c.width, depth=c.depth, steps=c.steps, layers=(layer,))
-    p = run_unit(store, "train", lambda: _common.train_pair(setting, c.seeds))
-    h, yy, w, loss, e0, dx2, dy2, trained = p.h, p.y, p.w, p.loss, p.e0, p.dx2, p.dy2, p.trained
-    # Diverged seeds and failed fits are masked before fitting and solving: one bad seed never changes the others.
-    fits = _common.fit_seeds(h, yy, w, loss, e0, dx2, dy2, trained)
+    """Run the sweep of :func:`spec` (in ``OUT/two-point-fit/sweep/`` under ``rsd run``,
+    so a killed run resumes at chunk granularity), then from its results table and
+    trajectories: the theory at each seed's fitted rates and the analytic loss curve."""
+    from .. import sweeps
+
+    del upstream
+    parsed = sweeps.parse_spec(spec(config))
+    setting = sweeps.make_plan(parsed).cells[0].setting
+    if store is not None:  # one unit: with several processes, process 0 runs the sweep
+        folder = store.folder / f"spec-{parsed.spec_hash[:16]}"
+        table, series = store.run(f"sweep-{parsed.spec_hash[:16]}",
+                                  lambda: _run_sweep(parsed, folder, progress))
+    else:
+        with tempfile.TemporaryDirectory(prefix="rsd-two-point-fit-") as folder:
+            table, series = _run_sweep(parsed, Path(folder), progress)
+    eta_h, eta_y, eta_mean, e0 = (np.asarray(table[k], float) for k in ("eta_h", "eta_y", "eta_mean", "e0"))
+    r2 = np.stack([np.asarray(table[f"r2_{q}"], float) for q in "hyw"], -1)
+    dx2, dy2 = setting.dx2, setting.dy2
     ts = np.arange(setting.steps)
-    measured = p.measured
-    z0 = measured[:, 0]
-    curves = _common.theory_curves(z0, ts, fits.eta_h, fits.eta_y, dx2, dy2)
+    measured = np.stack([series["h"][:, :, 0], series["y"], series["w"]], -1)
+    loss = series["loss"]
+    curves = _common.theory_curves(measured[:, 0], ts, eta_h, eta_y, dx2, dy2)
     loss_fitted = np.full(loss.shape, np.nan)
-    h_inf = np.full(len(h), np.nan)
-    good = np.isfinite(fits.eta_h) & np.isfinite(fits.eta_mean) & np.all(np.isfinite(curves), axis=(1, 2))
+    h_inf = np.full(len(eta_h), np.nan)
+    good = np.isfinite(eta_h) & np.isfinite(eta_mean) & np.all(np.isfinite(curves), axis=(1, 2))
     if good.any():
         loss_fitted[good] = np.asarray(theory.loss_curve(ts.astype(float), curves[good], dy2,
-                                                         fits.eta_mean[good], e0[good]))
-        h_inf[good] = np.asarray(theory.final_distance(z0[good, 0].astype(float), z0[good, 1].astype(float),
-                                                       fits.eta_h[good], fits.eta_y[good], dx2, dy2))
+                                                         eta_mean[good], e0[good]))
+        h_inf[good] = np.asarray(table["final_distance_predicted"], float)[good]
     return Result(
-        config=c, setting=setting, ts=ts, measured=measured, fitted=curves,
-        eta_h=fits.eta_h, eta_y=fits.eta_y, eta_mean=fits.eta_mean, r2=fits.r2, fit_status=fits.status,
-        h_inf=h_inf, loss=loss, loss_fitted=loss_fitted,
+        config=config, setting=setting, ts=ts, measured=measured, fitted=curves,
+        eta_h=eta_h, eta_y=eta_y, eta_mean=eta_mean, r2=r2,
+        fit_status=np.asarray(table["fit_status"], np.int32), h_inf=h_inf, loss=loss,
+        loss_fitted=loss_fitted,
     )
+
+
+def _run_sweep(parsed, folder: Path, progress: bool):
+    """Run (or resume) the sweep in ``folder``: its results table (column → numpy, by seed)
+    and its series {h [S, T, 1], y, w, loss [S, T]}. ``devices=None``: the devices of the
+    experiment's :func:`rsd.training.use_devices` (``rsd run --devices``)."""
+    import zarr
+
+    from .. import sweeps
+
+    sweeps.run_sweep(parsed, folder, progress=progress, devices=None)
+    table = sweeps.read_results(folder)
+    columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+    group = zarr.open_group(str(folder / sweeps.TRAJECTORIES), mode="r")
+    return columns, {k: np.asarray(group[k][:]) for k in ("h", "y", "w", "loss")}
 
 
 def metrics(result: Result) -> dict[str, float]:

@@ -253,13 +253,15 @@ def _final_distance(records):
 def _loss_rate_columns(plan):
     import pyarrow as pa
 
-    return {"eta_mean": pa.float64(), "eta_mean_status": pa.int32()}
+    return {"eta_mean": pa.float64(), "eta_mean_status": pa.int32(), "e0": pa.float64()}
 
 
 def _loss_rate(records):
     """η_ȳ fitted to each trained element's loss curve (:func:`rsd.fitting.fit_loss_rate`,
     with h at the first recorded layer, y and w), at the record steps; NaN and status
-    ``NOT_FITTED`` for an element whose training diverged or whose loss is not finite."""
+    ``NOT_FITTED`` for an element whose training diverged or whose loss is not finite.
+    Also the fit's start ``e0`` (the pair's mean-output error at step 0), which the
+    analytic loss curve :func:`rsd.theory.loss_curve` needs."""
     from ..fitting import NOT_FITTED, fit_loss_rate
     from ..training import Status
 
@@ -277,7 +279,7 @@ def _loss_rate(records):
         fit = fit_loss_rate(records.loss[fill], zs, records.dy2[fill], records.e0[fill], ts=ts)
         eta[idx] = np.asarray(fit.eta_mean)[idx]
         status[idx] = np.asarray(fit.status)[idx]
-    return {"eta_mean": eta, "eta_mean_status": status}
+    return {"eta_mean": eta, "eta_mean_status": status, "e0": np.asarray(records.e0, np.float64)}
 
 
 def _all_layers(plan):

@@ -358,3 +358,42 @@ def mnist_workload(label: str, config, *, fits: int = 0):
     s = config.setting(n_train)
     epochs = -(-s.steps // -(-n_train // s.batch_size))
     return Workload(label, s, config.seeds, 784, 10, n_data=n_train, records=epochs, fits=fits)
+
+
+def sweep_results(spec: dict, store, *, progress: bool = False, trajectories: bool = True):
+    """Run (or resume) an experiment's sweep, given as the dict :func:`rsd.sweeps.parse_spec`
+    reads: (the :class:`rsd.sweeps.Plan`, its results table as {column: numpy array} in
+    element order, and its series {"h" [E, T, K], "y", "w", "loss" [E, T]} when
+    ``trajectories``, else None).
+
+    Under ``rsd run`` (``store``: the experiment's :class:`rsd.sweeps.UnitStore`) the sweep
+    lives in ``OUT/NAME/sweep/spec-<hash>/`` and resumes at chunk granularity; it runs as
+    one unit, so with several processes process 0 runs it and the others read its
+    results. Without a store it runs in a temporary folder. ``devices=None``: the devices
+    of the experiment's :func:`rsd.training.use_devices` (``rsd run --devices``)."""
+    import tempfile
+    from pathlib import Path
+
+    from .. import sweeps
+
+    parsed = sweeps.parse_spec(spec)
+    plan = sweeps.make_plan(parsed)
+    key = f"spec-{parsed.spec_hash[:16]}"
+
+    def run(folder):
+        sweeps.run_sweep(parsed, folder, progress=progress, devices=None)
+        table = sweeps.read_results(folder)
+        columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+        if not trajectories:
+            return columns, None
+        import zarr
+
+        group = zarr.open_group(str(Path(folder) / sweeps.TRAJECTORIES), mode="r")
+        return columns, {k: np.asarray(group[k][:]) for k in ("h", "y", "w", "loss")}
+
+    if store is not None:
+        columns, series = store.run(f"sweep-{key[5:]}", lambda: run(store.folder / key))
+    else:
+        with tempfile.TemporaryDirectory(prefix="rsd-sweep-") as folder:
+            columns, series = run(Path(folder))
+    return plan, columns, series

@@ -13,9 +13,7 @@ results table and trajectories, solving the theory at the fitted rates, and the 
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -89,18 +87,9 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False,
     """Run the sweep of :func:`spec` (in ``OUT/two-point-fit/sweep/`` under ``rsd run``,
     so a killed run resumes at chunk granularity), then from its results table and
     trajectories: the theory at each seed's fitted rates and the analytic loss curve."""
-    from .. import sweeps
-
     del upstream
-    parsed = sweeps.parse_spec(spec(config))
-    setting = sweeps.make_plan(parsed).cells[0].setting
-    if store is not None:  # one unit: with several processes, process 0 runs the sweep
-        folder = store.folder / f"spec-{parsed.spec_hash[:16]}"
-        table, series = store.run(f"sweep-{parsed.spec_hash[:16]}",
-                                  lambda: _run_sweep(parsed, folder, progress))
-    else:
-        with tempfile.TemporaryDirectory(prefix="rsd-two-point-fit-") as folder:
-            table, series = _run_sweep(parsed, Path(folder), progress)
+    plan, table, series = _common.sweep_results(spec(config), store, progress=progress)
+    setting = plan.cells[0].setting
     eta_h, eta_y, eta_mean, e0 = (np.asarray(table[k], float) for k in ("eta_h", "eta_y", "eta_mean", "e0"))
     r2 = np.stack([np.asarray(table[f"r2_{q}"], float) for q in "hyw"], -1)
     dx2, dy2 = setting.dx2, setting.dy2
@@ -121,21 +110,6 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False,
         fit_status=np.asarray(table["fit_status"], np.int32), h_inf=h_inf, loss=loss,
         loss_fitted=loss_fitted,
     )
-
-
-def _run_sweep(parsed, folder: Path, progress: bool):
-    """Run (or resume) the sweep in ``folder``: its results table (column → numpy, by seed)
-    and its series {h [S, T, 1], y, w, loss [S, T]}. ``devices=None``: the devices of the
-    experiment's :func:`rsd.training.use_devices` (``rsd run --devices``)."""
-    import zarr
-
-    from .. import sweeps
-
-    sweeps.run_sweep(parsed, folder, progress=progress, devices=None)
-    table = sweeps.read_results(folder)
-    columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
-    group = zarr.open_group(str(folder / sweeps.TRAJECTORIES), mode="r")
-    return columns, {k: np.asarray(group[k][:]) for k in ("h", "y", "w", "loss")}
 
 
 def metrics(result: Result) -> dict[str, float]:

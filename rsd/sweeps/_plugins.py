@@ -288,19 +288,37 @@ def _all_layers(plan):
     return sorted({k for g in plan.groups for k in group_layers(plan, g)})
 
 
+_LAYER_COLUMNS = ("eta_h", "eta_y", "fit_loss", "r2_h", "r2_y", "r2_w")
+
+
 def _layer_columns(plan):
-    return _float_columns(f"{name}_layer{k}" for k in _all_layers(plan)
-                          for name in ("eta_h", "eta_y", "r2_h"))
+    import pyarrow as pa
+
+    out = {}
+    for k in _all_layers(plan):
+        out.update({f"{name}_layer{k}": pa.float64() for name in _LAYER_COLUMNS})
+        out[f"fit_status_layer{k}"] = pa.int32()
+    return out
 
 
 def _rates_all_layers(records):
-    """(η_h, η_y) fitted to (h at each recorded layer, y, w); NaN for layers a group
-    does not record."""
+    """(η_h, η_y) fitted to (h at each recorded layer, y, w), every layer of every element
+    in one batched fit (as :func:`rsd.fitting.fit_layers` does); a layer a group does not
+    record gets no values (NaN, and a null status)."""
+    e, t, k = records.h.shape
+    # [E, T, K] -> [E·K, T], element-major; y, w, dx2, dy2 and the mask repeat per layer,
+    # padded to the group's largest chunk (one fit program per group).
+    by_layer = records._replace(h=np.moveaxis(records.h, -1, 1).reshape(e * k, t, 1),
+                                y=np.repeat(records.y, k, axis=0), w=np.repeat(records.w, k, axis=0),
+                                status=np.repeat(records.status, k), dx2=np.repeat(records.dx2, k),
+                                dy2=np.repeat(records.dy2, k), batch=records.batch * k)
+    eta_h, eta_y, fit_loss, r2, status = (np.asarray(a).reshape((e, k) + np.shape(a)[1:])
+                                          for a in _padded_fit(by_layer, by_layer.h[:, :, 0]))
     out = {}
-    for index, k in enumerate(records.layers):
-        eta_h, eta_y, _, r2, _ = _padded_fit(records, records.h[:, :, index])
-        out.update({f"eta_h_layer{k}": eta_h, f"eta_y_layer{k}": eta_y,
-                    f"r2_h_layer{k}": r2[:, 0]})
+    for index, layer in enumerate(records.layers):
+        values = (eta_h, eta_y, fit_loss, r2[..., 0], r2[..., 1], r2[..., 2])
+        out.update({f"{name}_layer{layer}": v[:, index] for name, v in zip(_LAYER_COLUMNS, values)})
+        out[f"fit_status_layer{layer}"] = status[:, index]
     return out
 
 

@@ -255,7 +255,9 @@ def result_schema(plan: Plan):
       step whose loss was below it, the element's steps if none);
     * the columns every other analysis of ``[analysis] names`` declares, in order
       (``"final_distance"``: ``final_distance_predicted``; ``"rates_all_layers"``:
-      ``eta_h_layer{k}``, ``eta_y_layer{k}``, ``r2_h_layer{k}`` for each recorded k).
+      ``eta_h_layer{k}``, ``eta_y_layer{k}``, ``fit_loss_layer{k}``, ``r2_{h,y,w}_layer{k}``,
+      ``fit_status_layer{k}`` for each recorded k; ``"loss_rate"``: ``eta_mean``,
+      ``eta_mean_status``, ``e0``).
 
     Raises ValueError naming ``analysis.names`` when an analysis declares a column that
     another column already has.

@@ -24,7 +24,7 @@ is that spec at the quick size (a test keeps them equal), so
 from __future__ import annotations
 
 import math
-import tempfile
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -200,30 +200,13 @@ class Result:
 
 def run(config: Config = Config(), *, upstream=None, progress: bool = False,
         store=None) -> Result:
-    from .. import sweeps
-
     del upstream
-    parsed = sweeps.parse_spec(spec(config))
-    if store is not None:
-        # The sweep resumes from OUT/atlas/sweep/spec-<hash>/ at chunk granularity. Run as
-        # one unit: with several processes, process 0 runs it and the others read its table.
-        # devices=None: the devices of the experiment's use_devices (rsd run --devices).
-        folder = store.folder / f"spec-{parsed.spec_hash[:16]}"
-
-        def sweep():
-            report = sweeps.run_sweep(parsed, folder, progress=progress, devices=None)
-            return sweeps.read_results(folder), report
-
-        table, report = store.run(f"sweep-{parsed.spec_hash[:16]}", sweep)
-    else:
-        with tempfile.TemporaryDirectory(prefix="rsd-atlas-") as folder:
-            report = sweeps.run_sweep(parsed, folder, progress=progress, devices=None)
-            table = sweeps.read_results(folder)
-    columns = {name: table.column(name).to_numpy(zero_copy_only=False)
-               for name in table.column_names if name != "layers"}
-    columns["layer"] = np.array([v[0] for v in table.column("layers").to_pylist()])
+    start = time.perf_counter()
+    _, columns, _ = c.sweep_results(spec(config), store, progress=progress, trajectories=False)
+    seconds = time.perf_counter() - start
+    columns["layer"] = np.array([int(v[0]) for v in columns.pop("layers")])
     columns["activation"] = columns["activation"].astype(str)
-    return Result(config=config, table=columns, seconds=report.seconds)
+    return Result(config=config, table=columns, seconds=seconds)
 
 
 def _key(act, gain, depth, width):

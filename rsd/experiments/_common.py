@@ -378,7 +378,7 @@ def sweep_results(spec: dict, store, *, progress: bool = False, trajectories: bo
 
     parsed = sweeps.parse_spec(spec)
     plan = sweeps.make_plan(parsed)
-    key = f"spec-{parsed.spec_hash[:16]}"
+    digest = parsed.spec_hash[:16]
 
     def run(folder):
         sweeps.run_sweep(parsed, folder, progress=progress, devices=None)
@@ -392,7 +392,7 @@ def sweep_results(spec: dict, store, *, progress: bool = False, trajectories: bo
         return columns, {k: np.asarray(group[k][:]) for k in ("h", "y", "w", "loss")}
 
     if store is not None:
-        columns, series = store.run(f"sweep-{key[5:]}", lambda: run(store.folder / key))
+        columns, series = store.run(f"sweep-{digest}", lambda: run(store.folder / f"spec-{digest}"))
     else:
         with tempfile.TemporaryDirectory(prefix="rsd-sweep-") as folder:
             columns, series = run(Path(folder))

@@ -94,7 +94,7 @@ def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int |
     module = _module(name)
     from ..sweeps import UnitStore
 
-    _check_processes(num_processes, process_id, force)
+    UnitStore.check_processes(num_processes, process_id, force)
     config = config if config is not None else make_config(name, size=size, overrides=overrides, seeds=seeds)
     out = prepare_output(out)
     folder = out / name
@@ -103,12 +103,7 @@ def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int |
         previous = _load_finished(folder, record)
         if previous is not None:
             log(f"{name}: reusing the finished run in {folder} (--force recomputes)")
-            try:
-                text = (folder / "summary.txt").read_text().rstrip()
-            except OSError:
-                text = ""
-            return Outcome(name, folder, size, config, previous["metrics"], tuple(previous["figures"]),
-                           True, previous["seconds"], text)
+            return _finished_outcome(name, folder, size, config, previous, reused=True)
     upstream = {}
     for need, need_config in getattr(module, "needs", lambda cfg: {})(config).items():
         previous = _load_finished(out / need, _config_record(need, size, need_config), any_size=True)
@@ -131,7 +126,7 @@ def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int |
     if store.reused:
         log(f"{name}: {store.reused} units reused, {store.ran} computed")
     if process_id > 0:
-        return _wait_for_leader(name, folder, size, config, record, store, log)
+        return _wait_for_leader(name, folder, size, config, record, log)
     metrics = {k: _number(v) for k, v in module.metrics(result).items()}
     partial = out / f".{name}.partial-{os.getpid()}"
     try:
@@ -181,7 +176,9 @@ def reproduce(names=None, *, size: str = "quick", out="rsd-out", force: bool = F
     """
     configs = _configs(names, size, overrides)
     names = list(configs)
-    _check_processes(num_processes, process_id, force)
+    from ..sweeps import UnitStore
+
+    UnitStore.check_processes(num_processes, process_id, force)
     out = prepare_output(out)
     outcomes = [run_experiment(name, size=size, out=out, force=force, progress=progress,
                                config=configs[name], log=log, devices=devices,
@@ -247,18 +244,7 @@ def _configs(names, size, overrides) -> dict:
     return {name: make_config(name, size=size, overrides=overrides) for name in names}
 
 
-def _check_processes(num_processes, process_id, force):
-    if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
-        raise ValueError(f"--num-processes must be an integer >= 1; got {num_processes!r}.")
-    if isinstance(process_id, bool) or not isinstance(process_id, int) \
-            or not 0 <= process_id < num_processes:
-        raise ValueError(f"--process-id must be an integer in [0, {num_processes}); got {process_id!r}.")
-    if force and num_processes > 1:
-        raise ValueError("--force needs one process (several would clear each other's units); "
-                         "run it with one process, or delete the experiment's folder first.")
-
-
-def _wait_for_leader(name, folder, size, config, record, store, log, pause: float = 0.05) -> Outcome:
+def _wait_for_leader(name, folder, size, config, record, log, pause: float = 0.05) -> Outcome:
     """A process other than 0: wait until process 0 has written the experiment's folder
     (its config.json matches), so that the next experiment finds the same upstream
     tables in every process; return that folder's outcome."""
@@ -266,12 +252,17 @@ def _wait_for_leader(name, folder, size, config, record, store, log, pause: floa
     while (previous := _load_finished(folder, record)) is None:
         time.sleep(pause)
         pause = min(2 * pause, 1.0)
+    return _finished_outcome(name, folder, size, config, previous, reused=False)
+
+
+def _finished_outcome(name, folder, size, config, previous, *, reused: bool) -> Outcome:
+    """The :class:`Outcome` of a finished folder (``previous``: :func:`_load_finished`)."""
     try:
         text = (folder / "summary.txt").read_text().rstrip()
     except OSError:
         text = ""
     return Outcome(name, folder, size, config, previous["metrics"], tuple(previous["figures"]),
-                   False, previous["seconds"], text)
+                   reused, previous["seconds"], text)
 
 
 def _module(name):

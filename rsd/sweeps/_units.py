@@ -94,14 +94,7 @@ class UnitStore:
                  process_id: int = 0, wait_timeout: float | None = None):
         from ._run import _versions
 
-        if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
-            raise ValueError(f"num_processes must be an integer >= 1; got {num_processes!r}.")
-        if isinstance(process_id, bool) or not isinstance(process_id, int) \
-                or not 0 <= process_id < num_processes:
-            raise ValueError(f"process_id must be an integer in [0, {num_processes}); got {process_id!r}.")
-        if force and num_processes > 1:
-            raise ValueError("force with several processes would let one clear the units another "
-                             "has stored; clear the folder first, or force with one process.")
+        self.check_processes(num_processes, process_id, force)
         if wait_timeout is not None and not wait_timeout > 0:
             raise ValueError(f"wait_timeout must be None or > 0 seconds; got {wait_timeout!r}.")
         self.folder = Path(folder)
@@ -125,6 +118,21 @@ class UnitStore:
             for name in os.listdir(self.folder / _UNITS):
                 if name.startswith(".") and name.endswith(".tmp"):
                     (self.folder / _UNITS / name).unlink(missing_ok=True)
+
+    @staticmethod
+    def check_processes(num_processes: int, process_id: int, force: bool = False) -> None:
+        """``ValueError`` naming the argument (and its command-line flag) unless
+        ``num_processes`` >= 1, ``process_id`` in [0, num_processes) and, with several
+        processes, no ``force`` (one process would clear the units the others stored)."""
+        if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
+            raise ValueError(f"num_processes (--num-processes) must be an integer >= 1; got {num_processes!r}.")
+        if isinstance(process_id, bool) or not isinstance(process_id, int) \
+                or not 0 <= process_id < num_processes:
+            raise ValueError(f"process_id (--process-id) must be an integer in [0, {num_processes}); "
+                             f"got {process_id!r}.")
+        if force and num_processes > 1:
+            raise ValueError("force (--force) with several processes would let one clear the units "
+                             "another has stored; delete the folder first, or force with one process.")
 
     def _wait(self, ready: Callable[[], bool], what: str) -> None:
         start, pause = time.monotonic(), 0.02

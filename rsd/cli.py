@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0")
     sweep.add_argument("--distributed", action="store_true",
                        help="join a multi-process run whose layout JAX detects (SLURM, Open MPI, TPU pod)")
+    sweep.add_argument("--plugins", action="append", default=[], metavar="FILE_OR_MODULE",
+                       help="a .py file or module that registers tasks or analyses "
+                            "(rsd.sweeps.register_task / register_analysis); repeatable")
     sweep.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                        help="no progress bar")
     bench = sub.add_parser("bench", help="the benchmark suite: one table, rsd against named "
@@ -226,6 +229,7 @@ def _report_header(args) -> str:
 def _sweep(args) -> int:
     from . import sweeps
 
+    sweeps.load_plugins(*args.plugins)
     spec = sweeps.load_spec(args.spec)
     layout = (args.coordinator, args.num_processes, args.process_id)
     if args.dry_run:

@@ -1,11 +1,13 @@
 """Experiments resume after a kill: finished units are kept in OUT/NAME/sweep/ and reused.
 
 The end-to-end test kills a real ``rsd run two-points --size tiny`` with SIGKILL after its
-first row is stored, resumes it on four simulated devices, and compares with an
-uninterrupted one-device run (the session's tiny reproduction, ``reproduced_tiny``, whose
-two-points ran in-process on the default device): the rows finished before the kill are
-not recomputed (their files are untouched and the run counts them as reused) and every
-metric is equal. This module shares the reproduce group's worker (tests/conftest.py).
+first row is stored, resumes it with two processes at once (``--num-processes 2``), each
+on four simulated devices, and compares with an uninterrupted one-process, one-device
+run (the session's tiny reproduction, ``reproduced_tiny``, whose two-points ran
+in-process on the default device): the rows finished before the kill are not recomputed
+(their files are untouched and the processes count them as reused), each remaining row
+is computed by the process it belongs to, and every metric is equal. This module shares
+the reproduce group's worker (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from rsd.experiments import run_experiment
-from rsd.sweeps import UnitStore, run_unit
+from rsd.experiments import run_experiment, two_points
+from rsd.sweeps import UnitStore, parse_spec, run_unit
 
 
 def test_unit_store_keeps_units_across_instances(tmp_path):
@@ -52,6 +54,19 @@ def test_unit_store_clears_units_of_another_key_or_with_force(tmp_path):
     assert UnitStore(tmp_path, key={"a": 2}, force=True).finished() == []
 
 
+def test_a_units_workspace_survives_a_resume_and_is_cleared_with_the_units(tmp_path):
+    ws = UnitStore(tmp_path, key={"a": 1}).workspace("sweep-x")
+    ws.mkdir()
+    (ws / "part-0.parquet").write_text("chunk")
+    assert UnitStore(tmp_path, key={"a": 1}).workspace("sweep-x") == ws
+    assert (ws / "part-0.parquet").exists()  # a resume keeps a killed unit's chunks
+    UnitStore(tmp_path, key={"a": 1}, force=True)
+    assert not ws.exists()  # --force recomputes everything
+    ws.mkdir()
+    UnitStore(tmp_path, key={"a": 2})
+    assert not ws.exists()  # so does another configuration
+
+
 def test_unit_store_recomputes_an_unreadable_unit_and_drops_temporaries(tmp_path):
     store = UnitStore(tmp_path, key=None)
     path = store.path("u")
@@ -75,7 +90,8 @@ def _same(a, b):
     return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
 
 
-def test_killed_two_points_resumes_on_four_devices_with_the_same_metrics(tmp_path, reproduced_tiny):
+def test_killed_two_points_resumes_in_two_processes_on_four_devices_with_the_same_metrics(
+        tmp_path, reproduced_tiny):
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "rsd", "run", "two-points", "--size", "tiny", "--out", str(out)]
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -96,13 +112,27 @@ def test_killed_two_points_resumes_on_four_devices_with_the_same_metrics(tmp_pat
     assert not (out / "two-points" / "metrics.json").exists()  # nothing half-written
     before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in units.glob("*.pkl")}
     assert 1 <= len(before) < 3  # killed with rows left to run
+    # Each row is one sweep unit, named by its spec's hash; the tiny size's rows run in order.
+    config = two_points.Config.for_size("tiny")
+    digests = [parse_spec(two_points.spec(config, row)).spec_hash[:16] for row in config.rows]
+    assert len(config.rows) == 3
+    done = {k for k, digest in enumerate(digests) for name in before if f"sweep-{digest}" in name}
+    assert len(done) == len(before)
 
-    resumed = subprocess.run(command + ["--devices", "4"], capture_output=True, text=True, env=env,
-                             timeout=900)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming: {len(before)} finished units" in resumed.stderr
-    config = json.loads((out / "two-points" / "config.json").read_text())
-    assert config["units"] == {"ran": 3 - len(before), "reused": len(before)}
+    # Resumed by two processes at once, each on four devices: unit k (row k) belongs to
+    # process k mod 2, which computes it unless it was finished before the kill; the other
+    # process reads it from the shared folder.
+    resume = command + ["--devices", "4", "--num-processes", "2", "--process-id"]
+    procs = {i: subprocess.Popen(resume + [str(i)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 text=True, env=env) for i in (1, 0)}
+    logs = {i: p.communicate(timeout=900)[1] for i, p in procs.items()}
+    assert [procs[i].returncode for i in (0, 1)] == [0, 0], {i: log[-3000:] for i, log in logs.items()}
+    assert f"resuming: {len(before)} finished units" in logs[0]
+    ran = {i: len({k for k in range(3) if k % 2 == i} - done) for i in (0, 1)}
+    assert f"{3 - ran[1]} units reused, {ran[1]} computed" in logs[1], logs[1][-2000:]
+    assert "waiting for process 0" in logs[1]
+    config = json.loads((out / "two-points" / "config.json").read_text())  # process 0's
+    assert config["units"] == {"ran": ran[0], "reused": 3 - ran[0]}
     kept = out / "two-points" / "sweep" / "units"
     for name, stamp in before.items():  # the finished rows' files were not rewritten
         assert ((kept / name).stat().st_ino, (kept / name).stat().st_mtime_ns) == stamp
@@ -131,30 +161,6 @@ def test_a_rerun_with_one_more_row_computes_only_that_row(tmp_path, reproduced_t
     forced = run_experiment("two-points", size="tiny", out=tmp_path, progress=False, force=True,
                             overrides=["rows=default"], log=log.append)
     assert json.loads((forced.folder / "config.json").read_text())["units"] == {"ran": 1, "reused": 0}
-
-
-def test_two_processes_split_the_rows_and_give_the_same_metrics(tmp_path, reproduced_tiny):
-    """``rsd run two-points --num-processes 2``: each process computes one of the two rows
-    (and reads the other's from the shared folder), process 0 writes the folder, and
-    the metrics are the one-process run's (the tiny reproduction's rows)."""
-    out = tmp_path / "split"
-    command = [sys.executable, "-m", "rsd", "run", "two-points", "--size", "tiny", "--out", str(out),
-               "--set", "rows=default,tanh", "--num-processes", "2", "--process-id"]
-    procs = [subprocess.Popen(command + [str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in (1, 0)]
-    logs = [p.communicate(timeout=900) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in logs]
-    process_1_log = logs[0][1]
-    assert "1 units reused, 1 computed" in process_1_log, process_1_log[-2000:]
-    assert "waiting for process 0" in process_1_log
-    config = json.loads((out / "two-points" / "config.json").read_text())
-    assert config["units"] == {"ran": 1, "reused": 1}
-    assert len(list((out / "two-points" / "sweep" / "units").glob("*.pkl"))) == 2
-    got = json.loads((out / "two-points" / "metrics.json").read_text())
-    plain = json.loads((reproduced_tiny / "two-points" / "metrics.json").read_text())
-    assert set(got) == {k for k in plain if k.split("/")[0] in ("default", "tanh")}
-    different = {k: (got[k], plain[k]) for k in got if not _same(got[k], plain[k])}
-    assert not different
 
 
 def test_unit_store_splits_units_round_robin_between_processes(tmp_path):

@@ -2,6 +2,8 @@
 every``, tasks (``[task] name``) and analyses (``[analysis] names``), shipped and
 user-registered, against direct ``train`` calls and closed forms written here."""
 
+import hashlib
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -17,6 +19,16 @@ from rsd.training import Setting, Status, train
 _BASE = 'base = { table = "2_points", row = "narrow" }\n'
 # Small programs: depth 3, width 8; the rows' other fields stay theirs (gain, lr, dx2, ...).
 _SMALL = "[set]\ndepth = 3\nwidth = 8\n"
+
+
+def _measured(dx2, dy2):
+    """The squared distances of rsd.data.two_points(dx2, dy2) as numpy measures them on
+    the float32 points: what the sweeps' fits use (nominal 0.5 is 0.49999991)."""
+    x, y = two_points(dx2, dy2)
+    return float(np.sum((x[1] - x[0]) ** 2)), float(np.sum((y[1] - y[0]) ** 2))
+
+
+_MEASURED = _measured(1.0, 0.5)  # the narrow row's pair
 
 
 def _parse(text):
@@ -40,23 +52,33 @@ def test_old_spec_hash_is_pinned():
 
     path = Path(rsd.__file__).parent / "sweeps" / "examples" / "two_points.toml"
     spec = sweeps.load_spec(path)
-    # Pins resume compatibility: folders written before record.every, run.stop_loss, [task]
-    # and [analysis] existed hold this hash in manifest.json; a changed hash refuses them.
-    assert spec.spec_hash == "39cec97be2351e8d94dc855ad7344829abe2b496e7764fd8c8633a3cca48652d"
-    assert "task" not in spec.canonical() and "analysis" not in spec.canonical()
+    # Pins resume compatibility. Hashes written by rsd before record.every, run.stop_loss,
+    # [task], [analysis] and definitions existed (computed with commit 397f120): a spec
+    # without analyses keeps its hash, so its folders resume; a spec with analyses differs
+    # from its old form by the definitions entry alone.
+    old_with_rates = "39cec97be2351e8d94dc855ad7344829abe2b496e7764fd8c8633a3cca48652d"
+    old_without = "480836a5eb7323f69518b87791dba2a07a9729d24f62edad15eebbf91cb40881"
+    canonical = spec.canonical()
+    assert canonical.pop("definitions") == sweeps.DEFINITIONS == 2
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    assert hashlib.sha256(text.encode()).hexdigest() == old_with_rates != spec.spec_hash
+    assert "task" not in canonical and "analysis" not in canonical
     # the new options at their defaults are the same spec
     text = path.read_text()
     same = text.replace("[fit]\n", '[task]\nname = "two_points"\n[analysis]\nnames = ["rates"]\n'
                         "[fit]\n").replace("trajectories = false", "trajectories = false\nevery = 1")
+    same = same.replace("\n[set]", '\ncell_seeds = "shared"\n[set]', 1)
     assert _parse(same).spec_hash == spec.spec_hash
     off = _parse(text.replace("rates = true", "rates = false"))
+    assert off.spec_hash == old_without and "definitions" not in off.canonical()
     assert _parse(text.replace("rates = true", "rates = false")
                   .replace("[run]", "[analysis]\nnames = []\n[run]")).spec_hash == off.spec_hash
     # a non-default value is another sweep
     for changed in (text.replace("[record]\n", "[record]\nevery = 2\n"),
                     text.replace("[run]\n", "[run]\nstop_loss = 0.01\n"),
                     text.replace("[fit]\n", '[analysis]\nnames = ["rates", "final_distance"]\n[fit]\n'),
-                    text.replace("[fit]\n", '[task]\nname = "xor"\n[fit]\n')):
+                    text.replace("[fit]\n", '[task]\nname = "xor"\n[fit]\n'),
+                    text.replace("\n[set]", '\ncell_seeds = "distinct"\n[set]', 1)):
         assert _parse(changed).spec_hash != spec.spec_hash, changed
 
 
@@ -75,6 +97,9 @@ def test_old_spec_hash_is_pinned():
     (_BASE + "[run]\nstop_loss = inf\n", "'run.stop_loss'"),
     (_BASE + "[run]\nstop_loss = true\n", "'run.stop_loss'"),
     (_BASE + "[run]\nstop_loss = '1e-3'\n", "'run.stop_loss'"),
+    (_BASE + "cell_seeds = 'each'\n", "'cell_seeds'"),
+    (_BASE + "cell_seeds = true\n", "'cell_seeds'"),
+    (_BASE + "seeds = [4294967290]\ncell_seeds = 'distinct'\n[grid]\nlr = [0.1, 0.2]\n", "'cell_seeds'"),
     (_BASE + "[task]\nname = 'mnist'\n", "'task.name'"),
     (_BASE + "[task]\nname = 3\n", "'task.name'"),
     (_BASE + "[task]\nkind = 'xor'\n", "'task.kind'"),
@@ -212,7 +237,7 @@ def test_final_distance_is_the_closed_form(analysed):
     rows, traj = analysed
     h0, y0 = traj["h"][:, 0, 0].astype(float), traj["y"][:, 0].astype(float)
     eta_h, eta_y = rows.eta_h.to_numpy(), rows.eta_y.to_numpy()
-    dx2, dy2 = 1.0, 0.5  # the narrow row's pair
+    dx2, dy2 = _MEASURED  # the narrow row's pair
     k = eta_h * dx2 / eta_y
     c = h0 - k * y0 / h0
     expected = c / 2 + np.sqrt(c * c / 4 + k * dy2)
@@ -236,7 +261,7 @@ def test_rates_all_layers_fits_each_layer(analysed):
     from rsd.fitting import fit_rates_masked
 
     records = traj["h"].shape[1]
-    fit = fit_rates_masked(traj["h"][:, :, 1], traj["y"][:], traj["w"][:], 1.0, 0.5, ok,
+    fit = fit_rates_masked(traj["h"][:, :, 1], traj["y"][:], traj["w"][:], *_MEASURED, ok,
                            ts=EVERY * np.arange(records))
     np.testing.assert_allclose(rows.eta_h_layer2[ok], np.asarray(fit[0])[ok], rtol=1e-4)
     np.testing.assert_allclose(rows.r2_h_layer2[ok], np.asarray(fit[3])[ok, 0], rtol=1e-4, atol=1e-6)
@@ -285,7 +310,7 @@ def _three_points(setting):
 
 def _h_growth(records):
     return {"h_growth": records.h[:, -1, 0] / records.h[:, 0, 0], "pair_dx2": records.dx2,
-            "fitted_before": np.isfinite(records.columns["eta_h"])}
+            "pair_dy2": records.dy2, "fitted_before": np.isfinite(records.columns["eta_h"])}
 
 
 @pytest.fixture
@@ -295,7 +320,7 @@ def user_plugins():
     sweeps.register_task("three_points", _three_points)
     sweeps.register_analysis("h_growth", sweeps.Analysis(
         columns=lambda plan: {"h_growth": pa.float64(), "pair_dx2": pa.float64(),
-                              "fitted_before": pa.bool_()},
+                              "pair_dy2": pa.float64(), "fitted_before": pa.bool_()},
         compute=_h_growth))
     yield
     del sweeps.TASKS["three_points"]
@@ -332,7 +357,39 @@ chunk_size = 2
     np.testing.assert_allclose(rows.pair_dx2, 1.5 ** 2, rtol=1e-6)  # Run's dx2 of pair (0, 2)
     assert not rows.fitted_before.any()  # no "rates": the fit columns stay NaN, SKIPPED
     assert rows.eta_h.isna().all() and (rows.fit_status == sweeps.FIT_SKIPPED).all()
-    assert list(rows.columns[-3:]) == ["h_growth", "pair_dx2", "fitted_before"]
+    assert list(rows.columns[-4:]) == ["h_growth", "pair_dx2", "pair_dy2", "fitted_before"]
+
+
+def test_two_point_fits_use_the_distances_train_measures(tmp_path, user_plugins):
+    # One definition of the pair's (dx2, dy2) for sweeps and experiments (DEFINITIONS 2):
+    # the squared distances of the float32 points the network sees, as train measures
+    # them (Run.dx2, Run.dy2, which _common.train_pair hands the experiments' fits), not
+    # the setting's nominal values. The narrow row's dy2 = 0.5 is 0.49999991 measured.
+    text = (_BASE + "seeds = 1\nsteps = 3\n" + _SMALL
+            + "[record]\nlayers = [1]\n[analysis]\nnames = ['h_growth']\n")
+    sweeps.run_sweep(_parse(text), tmp_path / "out", progress=False)
+    rows = sweeps.read_results(tmp_path / "out").to_pandas()
+    setting = Setting.from_paper("2_points", "narrow").replace(depth=3, width=8, steps=3, layers=(1,))
+    x, y = two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim, out_dim=setting.out_dim)
+    direct = train(setting, x, y, seeds=[0], progress=False)
+    assert rows.pair_dx2[0] == float(direct.dx2) and rows.pair_dy2[0] == float(direct.dy2)
+    assert rows.pair_dy2[0] != setting.dy2  # the nominal value would differ
+
+
+def test_a_folder_of_older_definitions_is_refused_with_the_reason(tmp_path):
+    spec = _parse(_BASE + "seeds = 1\nsteps = 3\n" + _SMALL + "[record]\nlayers = [1]\n")
+    old = spec.canonical()
+    old.pop("definitions")
+    digest = hashlib.sha256(json.dumps(old, sort_keys=True, separators=(",", ":")).encode())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / sweeps.MANIFEST).write_text(json.dumps({"spec": old, "spec_hash": digest.hexdigest()}))
+    with pytest.raises(ValueError, match="definitions 1, now 2.*measured pair distances.*--force"):
+        sweeps.run_sweep(spec, out, progress=False)
+    other = dict(old, seeds=[1])  # another sweep altogether: the plain message
+    (out / sweeps.MANIFEST).write_text(json.dumps({"spec": other, "spec_hash": "0" * 64}))
+    with pytest.raises(ValueError, match="holds a different sweep"):
+        sweeps.run_sweep(spec, out, progress=False)
 
 
 def test_unregistered_names_are_refused_after_teardown():
@@ -382,3 +439,73 @@ def test_loss_rate_is_the_loss_curve_fit_of_the_stored_records(analysed):
     np.testing.assert_array_equal(rows.eta_mean_status[ok], np.asarray(fit.status))
     np.testing.assert_allclose(rows.e0[ok], e0[rows.seed[ok].to_numpy()], rtol=1e-6)
     assert rows.eta_mean[~ok].isna().all() and (rows.eta_mean_status[~ok] == NOT_FITTED).all()
+
+
+_PLUGIN_FILE = '''
+import numpy as np
+import pyarrow as pa
+from rsd import sweeps
+
+def three_points(setting):
+    x = np.array([[0.0], [0.5], [1.5]], np.float32)
+    y = np.array([[0.0], [0.2], [0.6]], np.float32)
+    return sweeps.TaskData(x=x, y=y, pair=(0, 2))
+
+sweeps.register_task("cli_three_points", three_points)
+sweeps.register_analysis("cli_pair_dx2", sweeps.Analysis(
+    columns=lambda plan: {"cli_pair_dx2": pa.float64()},
+    compute=lambda records: {"cli_pair_dx2": records.dx2}))
+'''
+
+
+def test_rsd_sweep_imports_plugins_named_on_the_command_line(tmp_path, capsys):
+    from rsd import cli
+
+    plugin = tmp_path / "my_plugins.py"
+    plugin.write_text(_PLUGIN_FILE)
+    spec = tmp_path / "spec.toml"
+    spec.write_text(_BASE + "seeds = 1\nsteps = 3\n" + _SMALL + "[record]\nlayers = [1]\n"
+                    "[task]\nname = 'cli_three_points'\n[analysis]\nnames = ['cli_pair_dx2']\n")
+    command = ["sweep", str(spec), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert cli.main(command) == 2  # not registered without the plug-in
+    assert "is not a registered analysis" in capsys.readouterr().err
+    assert cli.main(command + ["--plugins", str(tmp_path / "missing.py")]) == 2
+    assert "no such Python file" in capsys.readouterr().err
+    assert cli.main(command + ["--plugins", "no_such_module_here"]) == 2
+    assert "no module named 'no_such_module_here'" in capsys.readouterr().err
+    try:
+        assert cli.main(command + ["--plugins", str(plugin)]) == 0
+        rows = sweeps.read_results(tmp_path / "out").to_pandas()
+        assert len(rows) == 1 and rows.train_status[0] == Status.OK
+        assert rows.cli_pair_dx2[0] == 1.5 ** 2  # the plug-in's task, pair (0, 2), measured
+    finally:
+        sweeps.TASKS.pop("cli_three_points", None)
+        sweeps.ANALYSES.pop("cli_pair_dx2", None)
+
+
+def test_distinct_cell_seeds_give_every_cell_its_own_networks(tmp_path):
+    # cell_seeds = "distinct": cell c trains seeds[k] + c·(max(seeds) + 1), here seeds
+    # [0, 2] on three cells: 0, 2 | 3, 5 | 6, 8. Each cell equals a direct train with its
+    # seeds; "initial_state" gives the first records and the pair distances.
+    text = (_BASE + "seeds = [0, 2]\ncell_seeds = 'distinct'\nsteps = 4\n" + _SMALL
+            + "[grid]\ndx2 = [0.25, 1.0, 2.25]\n[record]\nlayers = [1]\ntrajectories = true\n"
+            "[analysis]\nnames = ['initial_state']\n[run]\nchunk_size = 2\n")
+    spec = _parse(text)
+    assert spec.canonical()["cell_seeds"] == "distinct"
+    sweeps.run_sweep(spec, tmp_path / "out", progress=False)
+    rows = sweeps.read_results(tmp_path / "out").to_pandas()
+    assert list(rows.seed) == [0, 2, 3, 5, 6, 8] and list(rows.cell) == [0, 0, 1, 1, 2, 2]
+    traj = _traj(tmp_path / "out")
+    assert list(traj["seed"][:]) == [0, 2, 3, 5, 6, 8]
+    base = Setting.from_paper("2_points", "narrow").replace(depth=3, width=8, steps=4, layers=(1,))
+    for cell, dx2 in enumerate((0.25, 1.0, 2.25)):
+        x, y = two_points(dx2, 0.5)
+        direct = train(base.replace(dx2=dx2), x, y, seeds=[3 * cell, 3 * cell + 2], progress=False)
+        ids = [2 * cell, 2 * cell + 1]
+        np.testing.assert_array_equal(traj["h"][ids], np.asarray(direct.h))
+        np.testing.assert_array_equal(rows.h0[ids], np.asarray(direct.h)[:, 0, 0])
+        np.testing.assert_array_equal(rows.y0[ids], np.asarray(direct.y)[:, 0])
+        np.testing.assert_array_equal(rows.w0[ids], np.asarray(direct.w)[:, 0])
+        assert (rows.pair_dx2[ids] == float(direct.dx2)).all()
+        assert (rows.pair_dy2[ids] == float(direct.dy2)).all()
+    assert _measured(0.25, 0.5) == (rows.pair_dx2[0], rows.pair_dy2[0])

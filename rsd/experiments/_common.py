@@ -220,6 +220,16 @@ class PairRun:
         return np.stack([self.h, self.y, self.w], -1)
 
 
+def pair_distances(setting) -> tuple[float, float]:
+    """(dx2, dy2) of the setting's two points as ``train`` measures them: the squared
+    distances of the float32 points (``Run.dx2``, ``Run.dy2``), which every fit uses,
+    sweeps' (:data:`rsd.sweeps.DEFINITIONS` 2) and experiments' alike."""
+    from .. import data, quantities
+
+    x, y = data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim, out_dim=setting.out_dim)
+    return float(quantities.squared_distance(x[0], x[1])), float(quantities.squared_distance(y[0], y[1]))
+
+
 def train_pair(setting, seeds: int, *, all_layers: bool = False) -> PairRun:
     """Train ``seeds`` seeds of ``setting`` on its two points (seeds 0 … seeds − 1)."""
     from .. import data, training
@@ -360,6 +370,30 @@ def mnist_workload(label: str, config, *, fits: int = 0):
     return Workload(label, s, config.seeds, 784, 10, n_data=n_train, records=epochs, fits=fits)
 
 
+def setting_spec(setting, row: str, *, seeds: int, analyses, trajectories: bool = True,
+                 layers=None, **extra) -> dict:
+    """A sweep spec (the dict :func:`rsd.sweeps.parse_spec` reads) of one cell whose setting
+    is ``setting``: base row ``row`` of the 2-points table, ``[set]`` the fields in which
+    ``setting`` differs from it (so the cell's setting is ``setting`` exactly), seeds
+    0 … seeds − 1 in one chunk, the named analyses, the full series kept when
+    ``trajectories``; ``layers`` (default ``setting.layers``) are recorded; ``extra``
+    top-level keys ("grid", "cell_seeds") or ``stop_loss``/``chunk_size`` for [run]."""
+    import dataclasses as dc
+
+    from ..training import Setting
+
+    base = Setting.from_paper("2_points", row)
+    changed = {f.name: getattr(setting, f.name) for f in dc.fields(Setting)
+               if f.name not in ("name", "layers") and getattr(setting, f.name) != getattr(base, f.name)}
+    layers = setting.layers if layers is None else layers
+    run = {"chunk_size": extra.pop("chunk_size", seeds)}
+    if "stop_loss" in extra:
+        run["stop_loss"] = extra.pop("stop_loss")
+    return {"base": {"table": "2_points", "row": row}, "seeds": seeds, "set": changed,
+            "record": {"layers": list(layers), "trajectories": trajectories},
+            "analysis": {"names": list(analyses)}, "run": run, **extra}
+
+
 def sweep_results(spec: dict, store, *, progress: bool = False, trajectories: bool = True):
     """Run (or resume) an experiment's sweep, given as the dict :func:`rsd.sweeps.parse_spec`
     reads: (the :class:`rsd.sweeps.Plan`, its results table as {column: numpy array} in
@@ -367,9 +401,10 @@ def sweep_results(spec: dict, store, *, progress: bool = False, trajectories: bo
     ``trajectories``, else None).
 
     Under ``rsd run`` (``store``: the experiment's :class:`rsd.sweeps.UnitStore`) the sweep
-    lives in ``OUT/NAME/sweep/spec-<hash>/`` and resumes at chunk granularity; it runs as
-    one unit, so with several processes process 0 runs it and the others read its
-    results. Without a store it runs in a temporary folder. ``devices=None``: the devices
+    lives in the unit's workspace, ``OUT/NAME/sweep/units/sweep-<hash>.work/``, and
+    resumes at chunk granularity (``--force`` clears it with the units); it runs as one
+    unit, so with several processes the process it belongs to runs it and the others
+    read its results. Without a store it runs in a temporary folder. ``devices=None``: the devices
     of the experiment's :func:`rsd.training.use_devices` (``rsd run --devices``)."""
     import tempfile
     from pathlib import Path
@@ -392,7 +427,8 @@ def sweep_results(spec: dict, store, *, progress: bool = False, trajectories: bo
         return columns, {k: np.asarray(group[k][:]) for k in ("h", "y", "w", "loss")}
 
     if store is not None:
-        columns, series = store.run(f"sweep-{digest}", lambda: run(store.folder / f"spec-{digest}"))
+        name = f"sweep-{digest}"
+        columns, series = store.run(name, lambda: run(store.workspace(name)))
     else:
         with tempfile.TemporaryDirectory(prefix="rsd-sweep-") as folder:
             columns, series = run(Path(folder))

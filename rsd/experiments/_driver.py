@@ -11,7 +11,11 @@ experiment whose ``config.json`` matches is reused unless ``force``.
 Resuming: each experiment's units of work (a table row, a regime, …) are kept in
 ``OUT/NAME/sweep/`` (:class:`rsd.sweeps.UnitStore`) as they finish, so a killed run
 restarts at its first unfinished unit and computes the same numbers; the units stay
-with the finished result, so a rerun with one more row computes only that row.
+with the finished result, so a rerun with one more row computes only that row. A unit
+that is a sweep (a row of two-points, final-distance, depth; two-point-fit; atlas)
+keeps its chunks in the unit's workspace; the experiments train a row's seeds in one
+chunk (so that training equals ``train`` on those seeds bitwise), so for them the row
+stays the unit of resumption.
 """
 
 from __future__ import annotations

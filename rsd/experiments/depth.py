@@ -5,6 +5,10 @@ The default row of the 2-points table trained as the reference's depth run does 
 h recorded at all 20 hidden layers, and (η_h, η_y) fitted at every layer in one
 batched fit. The reference's fit losses (one seed, width 500) are U-shaped with the
 best layer near the middle.
+
+It is a sweep (:func:`spec`): one cell, the seeds as elements, every hidden layer
+recorded and the analysis "rates_all_layers" of :mod:`rsd.sweeps`; what is left here
+is reading the results table and trajectories, the per-layer statistics and the plot.
 """
 
 from __future__ import annotations
@@ -15,10 +19,9 @@ import numpy as np
 
 from .._validation import check_int_range
 from .. import fitting, training
-from ..sweeps import run_unit
 from . import _common as c
 
-__all__ = ["Config", "Result", "run", "plot", "metrics", "arrays", "summary", "REFERENCE_LOSSES"]
+__all__ = ["Config", "Result", "spec", "run", "plot", "metrics", "arrays", "summary", "REFERENCE_LOSSES"]
 
 REPORT_METRICS = ("loss", "best_layer", "first_over_best", "last_over_best")
 """The metrics the report's table shows (all are in ``metrics.json``)."""
@@ -92,26 +95,34 @@ class Result:
             return np.array([c.median_or_nan(loss[:, k]) for k in range(loss.shape[1])])
 
 
+def spec(config: Config) -> dict:
+    """The experiment as a sweep spec (the dict :func:`rsd.sweeps.parse_spec` reads): the
+    row's seeds on its two points, h recorded at every hidden layer with the full series
+    kept, and every layer of every seed fitted in one batched fit ("rates_all_layers")."""
+    s = config.setting()
+    return c.setting_spec(s, config.row, seeds=config.seeds, analyses=["rates_all_layers"],
+                          layers=range(s.depth))
+
+
 def run(config: Config = Config(), *, upstream=None, progress: bool = False,
         store=None) -> Result:
-    del upstream, progress
+    """Run the sweep of :func:`spec` (in ``OUT/depth/sweep/`` under ``rsd run``, so a
+    killed run resumes) and gather its per-layer fits; a seed whose training diverged
+    keeps NaN rates, an infinite fit loss and status ``TRAINING_DIVERGED``."""
+    del upstream
+    plan, table, series = c.sweep_results(spec(config), store, progress=progress)
     setting = config.setting()
-    p = run_unit(store, "train", lambda: c.train_pair(setting, config.seeds, all_layers=True))
-    h, yy, w = p.h, p.y, p.w
-    trained = p.trained & np.all(np.isfinite(h), axis=(1, 2))
-    s, _, n_layers = h.shape
-    eta_h = np.full((s, n_layers), np.nan)
-    eta_y, fit_loss = eta_h.copy(), np.full((s, n_layers), np.inf)
-    r2 = np.full((s, n_layers, 3), np.nan)
-    status = np.full((s, n_layers), c.TRAINING_DIVERGED, np.int32)
-    idx = np.flatnonzero(trained)
-    if idx.size:
-        # All layers of all seeds in one batched fit.
-        fit = fitting.fit_layers(h[idx], yy[idx], w[idx], p.dx2, p.dy2)
-        eta_h[idx], eta_y[idx] = np.asarray(fit.eta_h), np.asarray(fit.eta_y)
-        fit_loss[idx], r2[idx], status[idx] = np.asarray(fit.loss), np.asarray(fit.r2), np.asarray(fit.status)
-    return Result(config=config, setting=setting, measured_h=h, y=yy, w=w, trained=trained, eta_h=eta_h,
-                  eta_y=eta_y, fit_loss=fit_loss, r2=r2, status=status)
+    h, yy, w = series["h"], series["y"], series["w"]
+    trained = (table["train_status"] == training.Status.OK) & np.all(np.isfinite(h), axis=(1, 2))
+    layers = range(h.shape[2])
+    column = lambda name: np.stack([np.asarray(table[f"{name}_layer{k}"], float) for k in layers], 1)
+    status = np.stack([np.asarray(table[f"fit_status_layer{k}"]) for k in layers], 1).astype(np.int32)
+    status[~trained] = c.TRAINING_DIVERGED
+    fit_loss = np.where(trained[:, None], column("fit_loss"), np.inf)
+    r2 = np.stack([column(f"r2_{q}") for q in "hyw"], -1)
+    return Result(config=config, setting=setting, measured_h=h, y=yy, w=w, trained=trained,
+                  eta_h=column("eta_h"), eta_y=column("eta_y"), fit_loss=fit_loss, r2=r2,
+                  status=status)
 
 
 def metrics(result: Result) -> dict[str, float]:

@@ -6,6 +6,11 @@ table's lr / 5 for at most 40,000 steps, each network stopping at the first step
 loss is below 1e-4 (all 25 in one batched program); points whose final loss is above
 1e-3 are dropped. Prediction: h∞ from each network's own h0 and y0 at the row's mean
 fitted rates from ``two-points``.
+
+Each row is a sweep (:func:`spec`): the grid points as cells, one network each (seed =
+the point's index: ``cell_seeds = "distinct"``), all in one chunk, with the analysis
+"initial_state" (h0, y0 and the pair distances); the prediction needs the upstream
+rates only, so new rates reuse the trained rows.
 """
 
 from __future__ import annotations
@@ -16,12 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import check_int_range, check_real
-from .. import data, theory, training
-from ..sweeps import run_unit
+from .. import theory, training
 from . import _common as c
 from . import two_points
 
-__all__ = ["Config", "Result", "RowResult", "run", "plot", "metrics", "arrays", "summary", "workloads",
+__all__ = ["Config", "Result", "RowResult", "spec", "run", "plot", "metrics", "arrays", "summary", "workloads",
            "CPU_ROWS", "QUICK_ROWS"]
 
 ROWS = two_points.ROWS
@@ -128,9 +132,20 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False,
     rates, source = _rates(config, upstream, progress, store)
     rows = []
     for row in c.progress_bar(config.rows, desc="final-distance rows", enabled=progress):
-        rows.append(run_unit(store, f"row={row}", lambda: run_row(config, row, *rates[row]),
-                             inputs=[float(r) for r in rates[row]]))
+        rows.append(run_row(config, row, *rates[row], store=store))
     return Result(config=config, rows=tuple(rows), rates_source=source)
+
+
+def spec(config: Config, row: str) -> dict:
+    """One row as a sweep spec (the dict :func:`rsd.sweeps.parse_spec` reads): the grid
+    points (dx2, dy2) as cells, one network per point (seed = the point's index), all in
+    one chunk, each stopping at ``stop_loss``; the analysis "initial_state" gives h0, y0
+    and the pair distances the prediction uses."""
+    points = config.grid_points()
+    return c.setting_spec(config.setting(row), row, seeds=1, analyses=["initial_state"],
+                          trajectories=False, cell_seeds="distinct",
+                          grid={"dx2+dy2": [[float(a), float(b)] for a, b in points]},
+                          chunk_size=len(points), stop_loss=config.stop_loss)
 
 
 def _rates(config, upstream, progress, store=None):
@@ -143,29 +158,24 @@ def _rates(config, upstream, progress, store=None):
     return two_points.rates(result), "two-points fitted here"
 
 
-def run_row(config: Config, row: str, eta_h: float, eta_y: float) -> RowResult:
+def run_row(config: Config, row: str, eta_h: float, eta_y: float, *, store=None) -> RowResult:
+    """Train the row's grid (the sweep of :func:`spec`, resumable under ``rsd run``) and
+    predict each network's h∞ at the rates (η_h, η_y)."""
     setting = config.setting(row)
-    points = config.grid_points()
-    pairs = [data.two_points(float(dx2), float(dy2), in_dim=setting.in_dim, out_dim=setting.out_dim)
-             for dx2, dy2 in points]
-    xs = np.stack([np.asarray(p[0]) for p in pairs])
-    ys = np.stack([np.asarray(p[1]) for p in pairs])
-    # One network per grid point (seed = its index), all in one batched program.
-    rec = training.train(setting, xs, ys, seeds=range(len(points)), stop_loss=config.stop_loss)
-    h = np.asarray(rec.h[..., 0])
-    h0, y0, h_end = h[:, 0], np.asarray(rec.y)[:, 0], h[:, -1]
-    final_loss = np.asarray(rec.loss)[:, -1]
-    trained = np.asarray(rec.status) == training.Status.OK
-    dx2, dy2 = np.asarray(rec.dx2, float), np.asarray(rec.dy2, float)
+    _, table, _ = c.sweep_results(spec(config, row), store, trajectories=False)
+    f32 = lambda name: np.asarray(table[name], np.float32)  # the recorded float32 values
+    h0, y0, h_end, final_loss = f32("h0"), f32("y0"), f32("final_h"), f32("final_loss")
+    trained = np.asarray(table["train_status"]) == training.Status.OK
+    dx2, dy2 = np.asarray(table["pair_dx2"], float), np.asarray(table["pair_dy2"], float)
     kept = trained & (final_loss <= config.max_final_loss) & np.isfinite(h_end)
-    predicted = np.full(len(points), np.nan)
+    predicted = np.full(h0.size, np.nan)
     valid = np.isfinite(h0) & (h0 > 0) & np.isfinite(y0)
     if np.isfinite(eta_h) and np.isfinite(eta_y) and eta_h > 0 and eta_y > 0 and valid.any():
         predicted[valid] = np.asarray(theory.final_distance(h0[valid].astype(float), y0[valid].astype(float),
                                                             eta_h, eta_y, dx2[valid], dy2[valid]))
     return RowResult(row=row, setting=setting, eta_h=float(eta_h), eta_y=float(eta_y), dx2=dx2,
                      dy2=dy2, h0=h0, y0=y0, h_end=h_end, final_loss=final_loss,
-                     stop_step=np.asarray(rec.stop_step), trained=trained, kept=kept,
+                     stop_step=np.asarray(table["stop_step"], np.int32), trained=trained, kept=kept,
                      predicted=predicted)
 
 

@@ -92,7 +92,7 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False,
     setting = plan.cells[0].setting
     eta_h, eta_y, eta_mean, e0 = (np.asarray(table[k], float) for k in ("eta_h", "eta_y", "eta_mean", "e0"))
     r2 = np.stack([np.asarray(table[f"r2_{q}"], float) for q in "hyw"], -1)
-    dx2, dy2 = setting.dx2, setting.dy2
+    dx2, dy2 = _common.pair_distances(setting)  # the values the sweep's fits used
     ts = np.arange(setting.steps)
     measured = np.stack([series["h"][:, :, 0], series["y"], series["w"]], -1)
     loss = series["loss"]

@@ -5,6 +5,10 @@ with SGD (Adam for the "adam" row) at the table's lr / 2 for 2·n_epochs steps o
 points, record h, y, w at the table's hidden layer every step, fit (η_h, η_y) to each
 seed and η_ȳ to its loss curve, and average the rates over the seeds whose final loss
 is at most 1e-2 (the others are counted, not averaged).
+
+Each row is a sweep (:func:`spec`): one cell, the seeds as elements in one chunk, the
+analyses "rates" and "loss_rate" of :mod:`rsd.sweeps`; what is left here is the theory
+at the fitted rates, the statistics over seeds and the plots.
 """
 
 from __future__ import annotations
@@ -15,10 +19,9 @@ import numpy as np
 
 from .._validation import check_int_range, check_real
 from .. import theory, training
-from ..sweeps import run_unit
 from . import _common as c
 
-__all__ = ["Config", "Result", "RowResult", "run", "plot", "metrics", "arrays", "summary", "table",
+__all__ = ["Config", "Result", "RowResult", "spec", "run", "plot", "metrics", "arrays", "summary", "table",
            "rates", "rates_from_table"]
 
 REPORT_METRICS = ("kept", "seeds", "r2_h", "r2_y", "r2_w", "eta_h", "eta_y", "eta_mean", "h_end_over_h0")
@@ -104,18 +107,33 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False,
     del upstream
     rows = []
     for row in c.progress_bar(config.rows, desc="two-points rows", enabled=progress):
-        rows.append(run_unit(store, f"two-points.row={row}", lambda: run_row(config, row)))
+        rows.append(run_row(config, row, store=store))
     return Result(config=config, rows=tuple(rows))
 
 
-def run_row(config: Config, row: str) -> RowResult:
+def spec(config: Config, row: str) -> dict:
+    """One row as a sweep spec (the dict :func:`rsd.sweeps.parse_spec` reads): the row's
+    seeds on its two points in one chunk, h recorded at its layer with the full series
+    kept, and per seed the fit of (η_h, η_y) ("rates") and of η_ȳ ("loss_rate")."""
+    return c.setting_spec(config.setting(row), row, seeds=config.seeds,
+                          analyses=["rates", "loss_rate"])
+
+
+def run_row(config: Config, row: str, *, store=None) -> RowResult:
+    """Train and fit one row (the sweep of :func:`spec`, resumable under ``rsd run``), then
+    the theory and the analytic loss at each seed's fitted rates."""
     setting = config.setting(row)
-    p = c.train_pair(setting, config.seeds)
-    loss, e0, dx2, dy2, trained = p.loss, p.e0, p.dx2, p.dy2, p.trained
-    fits = c.fit_seeds(p.h, p.y, p.w, loss, e0, dx2, dy2, trained)
+    _, table, series = c.sweep_results(spec(config, row), store)
+    loss, e0 = series["loss"], np.asarray(table["e0"], np.float32)
+    trained = np.asarray(table["train_status"]) == training.Status.OK
+    dx2, dy2 = c.pair_distances(setting)  # the values the sweep's fits used
+    fits = c.SeedFits(eta_h=table["eta_h"], eta_y=table["eta_y"], loss=table["fit_loss"],
+                      r2=np.stack([table[f"r2_{q}"] for q in "hyw"], -1),
+                      status=np.asarray(table["fit_status"], np.int32), eta_mean=table["eta_mean"],
+                      eta_mean_status=np.asarray(table["eta_mean_status"], np.int32))
     kept = fits.ok & (loss[:, -1] <= config.max_final_loss)
     t_plot = c.subsample_times(setting.steps, 400)
-    measured = p.measured
+    measured = np.stack([series["h"][:, :, 0], series["y"], series["w"]], -1)
     curves = c.theory_curves(measured[:, 0], t_plot, fits.eta_h, fits.eta_y, dx2, dy2)
     good = np.isfinite(fits.eta_mean) & np.all(np.isfinite(curves[:, :, 1:]), axis=(1, 2))
     loss_theory = np.full((config.seeds, len(t_plot)), np.nan)

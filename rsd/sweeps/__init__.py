@@ -7,7 +7,8 @@ into a folder and ``read_results`` reads the folder's table. ``rsd sweep SPEC --
 is the same from the command line; ``examples/two_points.toml`` is a spec to start from.
 What the cells train on and what each chunk computes are plug-ins: ``[task] name``
 names a task of ``TASKS`` (``register_task`` adds one), ``[analysis] names`` analyses of
-``ANALYSES`` (``register_analysis``).
+``ANALYSES`` (``register_analysis``); ``load_plugins`` imports the files or modules that
+register them (``rsd sweep --plugins``).
 ``UnitStore`` keeps the finished units (rows) of any other piece of work, so that the
 experiments of ``rsd run`` resume after a kill as sweeps do.
 """
@@ -31,11 +32,12 @@ from ._plugins import (
     Analysis,
     ChunkRecords,
     TaskData,
+    load_plugins,
     register_analysis,
     register_task,
 )
 from ._run import FIT_SKIPPED, SweepReport, init_distributed, result_schema, run_chunk, run_sweep
-from ._spec import SweepSpec, load_spec, parse_spec
+from ._spec import DEFINITIONS, SweepSpec, load_spec, parse_spec
 from ._store import MANIFEST, RESULTS, TRAJECTORIES, read_manifest, read_results
 from ._units import UnitStore, run_unit, writable_folder, write_atomic
 
@@ -43,6 +45,7 @@ __all__ = [
     "SweepSpec",
     "load_spec",
     "parse_spec",
+    "DEFINITIONS",
     "Plan",
     "Cell",
     "Group",
@@ -71,6 +74,7 @@ __all__ = [
     "Analysis",
     "ChunkRecords",
     "register_analysis",
+    "load_plugins",
     "RATE_COLUMNS",
     "UnitStore",
     "run_unit",

@@ -96,7 +96,7 @@ class Plan:
     def element(self, element: int) -> tuple[int, int]:
         """(cell index, seed) of a global element id."""
         cell, k = divmod(int(element), self.num_seeds)
-        return cell, self.spec.seeds[k]
+        return cell, int(self.spec.element_seeds(cell, k))
 
     @property
     def max_steps(self) -> int:

@@ -15,8 +15,9 @@ Shipped tasks: ``"two_points"`` (``rsd.data.two_points`` of the setting's dx2, d
 in_dim, out_dim) and ``"xor"`` (``rsd.data.xor``: 4 points). Shipped analyses:
 ``"rates"`` (the fit of (η_h, η_y) at the first recorded layer), ``"final_distance"``
 (the theory's h∞ from each element's h(0), y(0) and fitted rates),
-``"rates_all_layers"`` (the fit at every recorded layer) and ``"loss_rate"`` (η_ȳ fitted
-to the loss curve).
+``"rates_all_layers"`` (the fit at every recorded layer), ``"loss_rate"`` (η_ȳ fitted
+to the loss curve) and ``"initial_state"`` (h, y, w at the first record and the pair's
+squared distances as the fits use them).
 """
 
 from __future__ import annotations
@@ -147,6 +148,46 @@ def register_analysis(name: str, analysis: Analysis) -> None:
     ANALYSES[name] = analysis
 
 
+def load_plugins(*sources) -> list:
+    """Import modules that register tasks and analyses (what ``rsd sweep --plugins`` does).
+
+    Args:
+        sources: each a path to a Python file (``my_tasks.py``) or an importable module
+            name (``mylab.rsd_tasks``). A file runs as a fresh module named after it.
+
+    Returns:
+        The imported modules, in order. A file that does not exist or a module that
+        cannot be found raises ``ValueError`` naming it; errors inside a module propagate.
+    """
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    modules = []
+    for source in sources:
+        source = str(source)
+        if source.endswith(".py") or "/" in source or "\\" in source:
+            path = Path(source)
+            if not path.is_file():
+                raise ValueError(f"--plugins: no such Python file {source!r}.")
+            name = f"rsd_plugins_{path.stem}"
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # so that pickling and dataclasses find it
+            spec.loader.exec_module(module)
+        else:
+            try:
+                module = importlib.import_module(source)
+            except ModuleNotFoundError as error:
+                if error.name is None or not source.startswith(error.name):
+                    raise  # the module exists; something it imports does not
+                raise ValueError(f"--plugins: no module named {source!r} (give a module "
+                                 "importable from here, or a path to a .py file).") from None
+        modules.append(module)
+    return modules
+
+
 def _check_name(kind, name, registry):
     if not isinstance(name, str) or not name:
         raise ValueError(f"a {kind} name must be a non-empty string; got {name!r}.")
@@ -159,7 +200,9 @@ def _check_name(kind, name, registry):
 
 def _two_points(setting) -> TaskData:
     """rsd.data.two_points(dx2, dy2, in_dim, out_dim) of the setting; the fits use the
-    setting's own dx2, dy2 (the values the points are built from)."""
+    pair's squared distances as ``train`` measures them on the float32 points (``Run.dx2``,
+    ``Run.dy2``), as the experiments do, not the nominal values the points are built from
+    (they differ by round-off, e.g. dy2 0.49999991 for 0.5)."""
     from ..data import two_points
 
     missing = [f for f in ("in_dim", "out_dim", "dx2", "dy2") if getattr(setting, f) is None]
@@ -169,7 +212,7 @@ def _two_points(setting) -> TaskData:
             f"{', '.join(missing)} must be set (a '2_points' base row sets them; otherwise give "
             "them in [set] or [grid]).")
     x, y = two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim, out_dim=setting.out_dim)
-    return TaskData(x=x, y=y, pair=(0, 1), dx2=setting.dx2, dy2=setting.dy2)
+    return TaskData(x=x, y=y, pair=(0, 1))
 
 
 def _xor(setting) -> TaskData:
@@ -328,3 +371,15 @@ ANALYSES["final_distance"] = Analysis(
     requires=("rates",))
 ANALYSES["rates_all_layers"] = Analysis(columns=_layer_columns, compute=_rates_all_layers)
 ANALYSES["loss_rate"] = Analysis(columns=_loss_rate_columns, compute=_loss_rate)
+
+
+def _initial_state(records):
+    """h0, y0, w0: the first record (first recorded layer) of every element, as recorded;
+    pair_dx2, pair_dy2: the pair's squared distances the fits use."""
+    return {"h0": records.h[:, 0, 0], "y0": records.y[:, 0], "w0": records.w[:, 0],
+            "pair_dx2": records.dx2, "pair_dy2": records.dy2}
+
+
+ANALYSES["initial_state"] = Analysis(
+    columns=lambda plan: _float_columns(["h0", "y0", "w0", "pair_dx2", "pair_dy2"]),
+    compute=_initial_state)

@@ -119,7 +119,7 @@ def run_sweep(spec, out, *, force: bool = False, devices="all", progress: bool |
     num_processes, process_id = jax.process_count(), jax.process_index()
     # Every process checks the folder (read-only) before the leader changes anything, so a
     # refused folder is refused by all of them alike; the others start once it is ready.
-    _store.check_existing(out, spec.spec_hash, force=force)
+    _store.check_existing(out, spec.spec_hash, force=force, canonical=spec.canonical())
     _barrier(num_processes, "rsd.sweeps: folder checked")
     if process_id == 0:
         _store.prepare(out, plan, force=force, versions=_versions(), dtype=jnp.result_type(float))
@@ -176,7 +176,7 @@ def run_chunk(plan: Plan, index: int, *, devices=None):
     layers = group_layers(plan, group)
     ids = np.asarray(chunk.elements, np.int64)
     cell_ids, seed_idx = np.divmod(ids, plan.num_seeds)
-    seeds = np.asarray(spec.seeds, np.int64)[seed_idx]
+    seeds = spec.element_seeds(cell_ids, seed_idx)
     settings = [plan.cells[c].setting for c in cell_ids]
     lr = np.array([s.lr for s in settings])
     gain = np.array([s.gain for s in settings])
@@ -189,8 +189,8 @@ def run_chunk(plan: Plan, index: int, *, devices=None):
     series = {k: np.asarray(getattr(run, k)) for k in ("h", "y", "w", "loss")}
     status = np.asarray(run.status, np.int32)
     e = ids.size
-    # The task's (dx2, dy2) where it gives them (two points: the setting's own values),
-    # else the pair's squared distances as train measured them.
+    # The task's (dx2, dy2) where it gives them, else (every shipped task) the pair's
+    # squared distances as train measured them.
     run_dx2 = np.broadcast_to(np.asarray(run.dx2, np.float64), (e,))
     run_dy2 = np.broadcast_to(np.asarray(run.dy2, np.float64), (e,))
     dx2 = np.array([run_dx2[k] if d.dx2 is None else d.dx2 for k, d in enumerate(data)])

@@ -6,6 +6,7 @@ trains, what each element records and whether its rates are fitted::
 
     base = { table = "2_points", row = "narrow" }
     seeds = 64            # n -> seeds 0 … n−1, or a list of non-negative ints
+    cell_seeds = "shared" # "distinct": cell c trains seeds[k] + c·(max(seeds) + 1)
     steps = 3000          # shortcut for [set] steps
     [set]                 # fixed overrides of the base setting
     [grid]                # lists of values of Setting fields
@@ -45,12 +46,16 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..training import PAPER_TABLES, Setting
 from ._plugins import ANALYSES, TASKS
 
 __all__ = ["SweepSpec", "load_spec", "parse_spec"]
 
-_TOP_KEYS = ("base", "seeds", "steps", "set", "grid", "record", "fit", "task", "analysis", "run")
+_TOP_KEYS = ("base", "seeds", "cell_seeds", "steps", "set", "grid", "record", "fit", "task",
+             "analysis", "run")
+_CELL_SEEDS = ("shared", "distinct")
 _BASE_KEYS = ("table", "row", "quirks")
 _RECORD_KEYS = ("layers", "trajectories", "every")
 _FIT_KEYS = ("rates",)
@@ -66,6 +71,13 @@ _NOT_A_GRID_AXIS = ("name",)
 _FLOAT_FIELDS = tuple(f.name for f in dataclasses.fields(Setting)
                       if isinstance(f.default, float))
 _DEFAULT_CHUNK = 64
+DEFINITIONS = 2
+"""The version of what a sweep's analyses compute from the same training, in the
+canonical spec (and so in its hash) of every spec with analyses. 1 (no entry): the
+``two_points`` task's fits used the nominal dx2, dy2 of the setting. 2: every fit uses
+the pair's squared distances as ``train`` measures them, as the experiments do; results
+differ from 1 by round-off (about 1e-5 relative in the rates), so a folder written under
+1 is not resumed under 2."""
 _MAX_ELEMENTS = 2**31 - 1
 
 
@@ -81,6 +93,9 @@ class SweepSpec:
             that vary together: its values are tuples (a value, b value). The key ``row``
             (no Setting field) varies the paper row within ``table``.
         seeds: the seeds every cell trains (distinct, non-negative).
+        cell_seeds: ``"shared"`` (every cell trains ``seeds``) or ``"distinct"`` (cell c
+            trains ``seeds[k] + c·(max(seeds) + 1)``: every element its own network, e.g.
+            one seed per grid point with ``seeds = 1``); see :meth:`element_seeds`.
         layers: rsd hidden-layer indices recorded (None: the base row's ``Setting.layers``).
         trajectories: keep every element's full h, y, w and loss series (Zarr).
         fit_rates: fit (η_h, η_y) to every element (``"rates"`` in ``analyses``).
@@ -106,6 +121,7 @@ class SweepSpec:
     stop_loss: float | None = None
     task: str = _DEFAULT_TASK
     analyses: tuple[str, ...] | None = None
+    cell_seeds: str = "shared"
 
     def __post_init__(self):
         if self.analyses is None:  # the analyses of a spec written before they existed
@@ -116,7 +132,9 @@ class SweepSpec:
 
         An option added after the first sweeps (``record.every``, ``run.stop_loss``,
         ``task``, ``analysis``) appears only when it differs from its default, so a spec
-        without it keeps its hash and its folders still resume."""
+        without it keeps its hash and its folders still resume. ``definitions``
+        (:data:`DEFINITIONS`) appears when the spec has analyses: what they compute
+        changed, so their folders from before do not resume."""
         record = {"layers": None if self.layers is None else list(self.layers),
                   "trajectories": self.trajectories}
         if self.record_every != 1:
@@ -137,7 +155,19 @@ class SweepSpec:
             out["task"] = {"name": self.task}
         if self.analyses != _default_analyses(self.fit_rates):
             out["analysis"] = {"names": list(self.analyses)}
+        if self.analyses:
+            out["definitions"] = DEFINITIONS
+        if self.cell_seeds != "shared":
+            out["cell_seeds"] = self.cell_seeds
         return out
+
+    def element_seeds(self, cells, seed_indices) -> np.ndarray:
+        """The seeds (int64) of the elements (cell, k-th seed of ``seeds``), elementwise:
+        ``seeds[k]``, plus ``cell · (max(seeds) + 1)`` when ``cell_seeds`` is "distinct"."""
+        seeds = np.asarray(self.seeds, np.int64)[np.asarray(seed_indices, np.int64)]
+        if self.cell_seeds == "distinct":
+            seeds = seeds + np.asarray(cells, np.int64) * (max(self.seeds) + 1)
+        return seeds
 
     @property
     def spec_hash(self) -> str:
@@ -300,6 +330,10 @@ def parse_spec(data: dict) -> SweepSpec:
         grid.append((key, values))
 
     seeds = _seeds(data.get("seeds", 1))
+    cell_seeds = data.get("cell_seeds", "shared")
+    if cell_seeds not in _CELL_SEEDS:
+        raise ValueError(f"spec key 'cell_seeds' must be one of {', '.join(_CELL_SEEDS)}; "
+                         f"got {cell_seeds!r}.")
 
     record = _table("record", data.get("record", {}))
     _check_keys("record", record, _RECORD_KEYS)
@@ -338,11 +372,14 @@ def parse_spec(data: dict) -> SweepSpec:
     if cells * len(seeds) > _MAX_ELEMENTS:
         raise ValueError(f"spec: {cells} cells × {len(seeds)} seeds exceeds {_MAX_ELEMENTS} elements; "
                          "split the sweep.")
+    if cell_seeds == "distinct" and max(seeds) + (cells - 1) * (max(seeds) + 1) >= 2**32:
+        raise ValueError(f"spec key 'cell_seeds': with \"distinct\", {cells} cells of seeds up to "
+                         f"{max(seeds)} need seeds beyond 2**32 − 1; use smaller seeds.")
     return SweepSpec(table=table, row=row, quirks=quirks,
                      overrides=tuple(sorted(overrides.items())), grid=tuple(grid),
                      seeds=seeds, layers=layers, trajectories=trajectories,
                      fit_rates=fit_rates, chunk_size=chunk_size, record_every=every,
-                     stop_loss=stop_loss, task=task, analyses=analyses)
+                     stop_loss=stop_loss, task=task, analyses=analyses, cell_seeds=cell_seeds)
 
 
 def _check_keys(where, table, allowed):

@@ -95,8 +95,10 @@ def finished_chunks(out) -> list[int]:
     return sorted(int(m.group(1)) for m in map(_PART.match, os.listdir(folder)) if m)
 
 
-def check_existing(out, spec_hash: str, *, force: bool) -> None:
-    """Refuse a folder that holds a different sweep (unless ``force``); read-only."""
+def check_existing(out, spec_hash: str, *, force: bool, canonical: dict | None = None) -> None:
+    """Refuse a folder that holds a different sweep (unless ``force``); read-only.
+    ``canonical`` (the spec's :meth:`~SweepSpec.canonical`) names the reason when the
+    folder holds the same spec under older definitions."""
     manifest = read_manifest(out)
     if manifest is None:
         if not force and (Path(out) / RESULTS).exists():
@@ -104,8 +106,23 @@ def check_existing(out, spec_hash: str, *, force: bool) -> None:
         return
     if not force and manifest.get("spec_hash") != spec_hash:
         theirs = str(manifest.get("spec_hash"))[:12]
+        if _older_definitions(manifest.get("spec"), canonical):
+            raise ValueError(
+                f"{out} holds this sweep as an older rsd computed it (definitions "
+                f"{manifest['spec'].get('definitions', 1)}, now {canonical['definitions']}: "
+                "two-point fits now use the measured pair distances, which moves the rates "
+                "by round-off); its results cannot be mixed with new ones: use --force to "
+                "start over, or another folder.")
         raise ValueError(f"{out} holds a different sweep (spec hash {theirs}…, this spec "
                          f"{spec_hash[:12]}…); use --force to start over.")
+
+
+def _older_definitions(theirs, ours) -> bool:
+    """Whether the folder's canonical spec is ours but for an older ``definitions``."""
+    if not isinstance(theirs, dict) or ours is None or "definitions" not in ours:
+        return False
+    strip = lambda spec: {k: v for k, v in spec.items() if k != "definitions"}
+    return strip(theirs) == strip(ours) and theirs.get("definitions", 1) < ours["definitions"]
 
 
 def prepare(out, plan, *, force: bool, versions: dict, dtype) -> None:
@@ -199,7 +216,7 @@ def _create_trajectories(path, plan, dtype):
     if "cell" not in group:
         ids = np.arange(e)
         cell, k_seed = np.divmod(ids, plan.num_seeds)
-        for name, values in (("cell", cell), ("seed", np.asarray(plan.spec.seeds)[k_seed])):
+        for name, values in (("cell", cell), ("seed", plan.spec.element_seeds(cell, k_seed))):
             group.create_array(name, shape=(e,), chunks=(max(1, min(e, 1 << 16)),), dtype="int64")
             group[name][:] = values
     group.attrs.update({

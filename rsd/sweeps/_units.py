@@ -9,7 +9,10 @@ only that row. Layout of the folder (``OUT/NAME/sweep/`` for an experiment):
   the versions of rsd, jax and jaxlib) and its hash; a folder whose key differs is
   cleared before use, so a unit never outlives the configuration it was computed for;
 * ``units/<name>-<hash>.pkl``: one pickled result per unit; ``hash`` covers the unit's
-  inputs beyond the key (e.g. the upstream rates a final-distance row starts from).
+  inputs beyond the key (e.g. the upstream rates a final-distance row starts from);
+* ``units/<name>.work/``: a unit's own files while it runs (:meth:`UnitStore.workspace`;
+  an experiment's sweep keeps its chunks there, so a unit killed midway resumes
+  inside), cleared with the units.
 
 Several processes (``num_processes`` > 1) share one folder on a shared file system: each
 runs the same piece of work, asking for the same units in the same order; the k-th unit
@@ -154,6 +157,12 @@ class UnitStore:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"unit name must be 1–120 letters, digits or _.=+-; got {name!r}.")
         return self.folder / _UNITS / f"{name}-{_digest(inputs)[:16]}.pkl"
+
+    def workspace(self, name: str) -> Path:
+        """A folder for unit ``name``'s own files while it runs (a sweep's chunks, so that a
+        killed unit resumes inside), beside the unit files: cleared with them (``force``,
+        another key), so a forced run recomputes everything."""
+        return self.path(name).parent / f"{name}.work"
 
     def finished(self) -> list[str]:
         """The file names of the finished units (sorted)."""

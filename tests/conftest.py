@@ -48,13 +48,31 @@ def key():
     return jax.random.key(0)
 
 
+def _near_a_process_limit() -> bool:
+    """Whether this process's memory mappings are past half the kernel's per-process
+    limit (vm.max_map_count), or its resident memory past 4 GiB (two workers share the
+    machine). Unknown (not Linux): True."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+        with open("/proc/self/maps") as f:
+            mappings = sum(1 for _ in f)
+        with open("/proc/self/statm") as f:
+            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return True
+    return mappings > limit // 2 or resident > 4 << 30
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _fresh_compilation_caches():
-    """Drop every compiled program after each test module. The suite compiles thousands
-    of programs; kept in one process, their code mappings approach the kernel's
-    per-process limit (vm.max_map_count) and XLA aborts while compiling."""
+    """Drop every compiled program after a test module once the process nears a limit.
+    The suite compiles thousands of programs; kept in one process, their code mappings
+    approach the kernel's per-process limit (vm.max_map_count) and XLA aborts while
+    compiling. Below it, later modules reuse the programs (and traces) of earlier ones."""
     yield
-    jax.clear_caches()
+    if _near_a_process_limit():
+        jax.clear_caches()
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +128,4 @@ else:
     _hypothesis_settings.register_profile(
         "slow", _hypothesis_settings.get_profile("ci"), max_examples=200, derandomize=False)
     _hypothesis_settings.load_profile("slow" if _os.environ.get("RSD_SLOW") == "1" else "ci")
+

@@ -202,7 +202,7 @@ def two_point_setting(row: str, *, width=None, depth=None, lr=None, steps=None, 
 @dataclasses.dataclass(frozen=True)
 class PairRun:
     """What the two-point experiments take from :func:`~rsd.training.train`: h [S, T]
-    (one layer) or [S, T, K], y, w, loss [S, T], e0 [S], the pair's dx2, dy2 and which
+    (the first recorded layer), y, w, loss [S, T], e0 [S], the pair's dx2, dy2 and which
     seeds trained without diverging."""
 
     h: np.ndarray
@@ -230,21 +230,19 @@ def pair_distances(setting) -> tuple[float, float]:
     return float(quantities.squared_distance(x[0], x[1])), float(quantities.squared_distance(y[0], y[1]))
 
 
-def train_pair(setting, seeds: int, *, all_layers: bool = False) -> PairRun:
+def train_pair(setting, seeds: int) -> PairRun:
     """Train ``seeds`` seeds of ``setting`` on its two points (seeds 0 … seeds − 1)."""
     from .. import data, training
 
     x, y = data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim, out_dim=setting.out_dim)
-    return pair_run(training.train(setting, x, y, seeds=range(seeds)), all_layers=all_layers)
+    return pair_run(training.train(setting, x, y, seeds=range(seeds)))
 
 
-def pair_run(rec, *, all_layers: bool = False) -> PairRun:
-    """The two-point records of a :class:`rsd.training.Run` (h at the first recorded layer,
-    or at every layer with ``all_layers``)."""
+def pair_run(rec) -> PairRun:
+    """The two-point records of a :class:`rsd.training.Run` (h at the first recorded layer)."""
     from .. import training
 
-    h = np.asarray(rec.h) if all_layers else np.asarray(rec.h[..., 0])
-    return PairRun(h=h, y=np.asarray(rec.y), w=np.asarray(rec.w), loss=np.asarray(rec.loss),
+    return PairRun(h=np.asarray(rec.h[..., 0]), y=np.asarray(rec.y), w=np.asarray(rec.w), loss=np.asarray(rec.loss),
                    e0=np.asarray(rec.e0), dx2=float(rec.dx2), dy2=float(rec.dy2),
                    trained=np.asarray(rec.status) == training.Status.OK)
 

@@ -110,7 +110,7 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False,
     killed run resumes) and gather its per-layer fits; a seed whose training diverged
     keeps NaN rates, an infinite fit loss and status ``TRAINING_DIVERGED``."""
     del upstream
-    plan, table, series = c.sweep_results(spec(config), store, progress=progress)
+    _, table, series = c.sweep_results(spec(config), store, progress=progress)
     setting = config.setting()
     h, yy, w = series["h"], series["y"], series["w"]
     trained = (table["train_status"] == training.Status.OK) & np.all(np.isfinite(h), axis=(1, 2))

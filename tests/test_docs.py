@@ -136,10 +136,15 @@ def _docstring_examples():
             if inspect.isclass(obj):
                 targets += [(f"rsd.{package}.{name}.{attr}", m) for attr, m in methods(obj)]
             for label, target in targets:
+                # A classmethod's bound method is a new object on every getattr and may
+                # reuse a freed one's id, so deduplicate by the function it wraps (module
+                # and class attributes, alive for the whole session). Keying on the
+                # bound method's id made xdist workers collect different tests.
+                key = getattr(target, "__func__", target)
                 doc = inspect.getdoc(target)
-                if not doc or id(target) in seen:
+                if not doc or id(key) in seen:
                     continue
-                seen.add(id(target))
+                seen.add(id(key))
                 found += [(label, textwrap.dedent(m.group(2)))
                           for m in INDENTED_FENCE.finditer(doc + "\n")]
     return found

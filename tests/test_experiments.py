@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
+from rsd import data as rsd_data
 from rsd import experiments, fitting, training
 from rsd.experiments import _common, alternatives, depth, final_distance, two_point_fit, two_points
 
@@ -234,6 +235,27 @@ def test_alternatives_ratios_are_total_losses(out):
         np.testing.assert_allclose(m[f"alt{k}_over_true"], expected, rtol=1e-6)
 
 
+def test_alternatives_fits_each_field_to_the_recorded_series(out):
+    """Each field's columns are the fit of the stored series with that field (no field's
+    fits under another's name): fit_rates_masked on the experiment's measured (h, y, w)."""
+    a = _npz(out, "alternatives")
+    setting = alternatives.Config.for_size("tiny").setting()
+    x, y = rsd_data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim, out_dim=setting.out_dim)
+    dx2, dy2 = (float(np.sum((p[1] - p[0]) ** 2)) for p in (x, y))  # the pair, as train measures it
+    m = a["measured"]
+    trained = np.isfinite(m).all(axis=(1, 2))
+    assert trained.all()
+    fits = {name: fitting.fit_rates_masked(m[..., 0], m[..., 1], m[..., 2], dx2, dy2, trained,
+                                           vector_field=field) for name, field in alternatives.FIELDS}
+    for name, fit in fits.items():
+        np.testing.assert_allclose(a[f"{name}/eta_h"], np.asarray(fit[0]), rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(a[f"{name}/eta_y"], np.asarray(fit[1]), rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(a[f"{name}/fit_loss"], np.asarray(fit[2]), rtol=1e-5, err_msg=name)
+    # the fields' fits are distinct, so a swapped pair of columns would show
+    losses = [a[f"{name}/fit_loss"] for name, _ in alternatives.FIELDS]
+    assert all(not np.allclose(p, q, rtol=1e-3) for i, p in enumerate(losses) for q in losses[i + 1:])
+
+
 def _true_theory(z0, ts, eta_h, eta_y, dx2, dy2):
     def f(t, z):
         h, y, w = z
@@ -266,9 +288,11 @@ def test_two_point_fit_masks_a_diverged_seed(monkeypatch):
     config = two_point_fit.Config.for_size("tiny")  # 3 seeds; the quickstart notebook's run
     clean = two_point_fit.run(config)
     assert (clean.fit_status == fitting.FitStatus.OK).all()
-    # The sweep's fits are the experiments' own (train_pair, fit_seeds): one definition of
-    # the pair's (dx2, dy2), the distances train measures.
-    pair = _common.train_pair(clean.setting, 3)
+    # The sweep's fits are those of a direct train and fit_seeds: one definition of the
+    # pair's (dx2, dy2), the distances train measures.
+    s = clean.setting
+    x, y = rsd_data.two_points(s.dx2, s.dy2, in_dim=s.in_dim, out_dim=s.out_dim)
+    pair = _common.pair_run(training.train(s, x, y, seeds=range(3)))
     np.testing.assert_array_equal(pair.h, clean.measured[..., 0])
     fits = _common.fit_seeds(pair.h, pair.y, pair.w, pair.loss, pair.e0, pair.dx2, pair.dy2, pair.trained)
     for name in ("eta_h", "eta_y", "eta_mean"):

@@ -267,6 +267,36 @@ def test_rates_all_layers_fits_each_layer(analysed):
     np.testing.assert_allclose(rows.r2_h_layer2[ok], np.asarray(fit[3])[ok, 0], rtol=1e-4, atol=1e-6)
 
 
+def test_rates_analysis_fits_with_the_field_it_is_given(tmp_path, monkeypatch):
+    """sweeps.rates_analysis(field, prefix=...): the fit of the stored series with that
+    field (rsd.fitting.fit_rates_masked), in columns of its own beside "rates"'s."""
+    from rsd import theory
+    from rsd.fitting import fit_rates_masked
+
+    field = theory.vector_field_dy_doubled
+    monkeypatch.setitem(sweeps.ANALYSES, "dy_doubled_fit", sweeps.rates_analysis(field, prefix="dy2x_"))
+    text = (_BASE + "seeds = 2\nsteps = 200\n" + _SMALL
+            + "[record]\nlayers = [1]\ntrajectories = true\n"
+            + "[analysis]\nnames = ['rates', 'dy_doubled_fit']\n")
+    sweeps.run_sweep(_parse(text), tmp_path / "out", progress=False)
+    rows = sweeps.read_results(tmp_path / "out").to_pandas()
+    traj = _traj(tmp_path / "out")
+    assert list(rows.columns[-7:]) == ["dy2x_" + n for n in sweeps.RATE_COLUMNS]
+    ok = (rows.train_status == Status.OK).to_numpy()
+    assert ok.all()
+    h, y, w = traj["h"][:, :, 0], traj["y"][:], traj["w"][:]
+    for prefix, vector_field in (("", None), ("dy2x_", field)):
+        fit = fit_rates_masked(h, y, w, *_MEASURED, ok, vector_field=vector_field)
+        for k, name in enumerate(("eta_h", "eta_y", "fit_loss")):
+            np.testing.assert_allclose(rows[prefix + name], np.asarray(fit[k]), rtol=1e-6,
+                                       err_msg=prefix + name)
+        np.testing.assert_array_equal(rows[prefix + "fit_status"], np.asarray(fit[4]))
+    # another field, other best rates (seed 0's η_y is about halved)
+    assert not np.allclose(rows.dy2x_eta_y, rows.eta_y, rtol=0.1)
+    with pytest.raises(ValueError, match="prefix"):
+        sweeps.rates_analysis(prefix=3)
+
+
 # --- tasks ---------------------------------------------------------------------------------
 
 def test_xor_task_trains_on_xor(tmp_path):
@@ -363,7 +393,7 @@ chunk_size = 2
 def test_two_point_fits_use_the_distances_train_measures(tmp_path, user_plugins):
     # One definition of the pair's (dx2, dy2) for sweeps and experiments (DEFINITIONS 2):
     # the squared distances of the float32 points the network sees, as train measures
-    # them (Run.dx2, Run.dy2, which _common.train_pair hands the experiments' fits), not
+    # them (Run.dx2, Run.dy2, which the experiments' fits used before they were sweeps), not
     # the setting's nominal values. The narrow row's dy2 = 0.5 is 0.49999991 measured.
     text = (_BASE + "seeds = 1\nsteps = 3\n" + _SMALL
             + "[record]\nlayers = [1]\n[analysis]\nnames = ['h_growth']\n")

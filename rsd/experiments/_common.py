@@ -230,14 +230,6 @@ def pair_distances(setting) -> tuple[float, float]:
     return float(quantities.squared_distance(x[0], x[1])), float(quantities.squared_distance(y[0], y[1]))
 
 
-def train_pair(setting, seeds: int) -> PairRun:
-    """Train ``seeds`` seeds of ``setting`` on its two points (seeds 0 … seeds − 1)."""
-    from .. import data, training
-
-    x, y = data.two_points(setting.dx2, setting.dy2, in_dim=setting.in_dim, out_dim=setting.out_dim)
-    return pair_run(training.train(setting, x, y, seeds=range(seeds)))
-
-
 def pair_run(rec) -> PairRun:
     """The two-point records of a :class:`rsd.training.Run` (h at the first recorded layer)."""
     from .. import training

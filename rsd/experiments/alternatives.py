@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import check_int_range, check_real
-from .. import theory, training
-from ..sweeps import run_unit
+from .. import fitting, sweeps, theory, training
 from . import _common as c
 
-__all__ = ["Config", "Result", "FIELDS", "run", "plot", "metrics", "arrays", "summary"]
+__all__ = ["Config", "Result", "FIELDS", "spec", "run", "plot", "metrics", "arrays", "summary"]
 
 REPORT_METRICS = ("kept", "seeds", "true_loss", "alt1_over_true", "alt2_over_true", "alt3_over_true",
                   "alt4_over_true", "true_r2_h")
@@ -84,18 +83,50 @@ class Result:
     curves: dict  # name -> [S, P, 3] theory at that field's fitted rates
 
 
+def _analysis(name: str) -> str:
+    """The sweep analysis that fits with field ``name`` of :data:`FIELDS` (registered below)."""
+    return f"alternatives_{name}"
+
+
+for _name, _field in FIELDS:
+    if _analysis(_name) not in sweeps.ANALYSES:
+        sweeps.register_analysis(_analysis(_name), sweeps.rates_analysis(_field, prefix=f"{_name}_"))
+
+
+def spec(config: Config) -> dict:
+    """The experiment as a sweep spec (the dict :func:`rsd.sweeps.parse_spec` reads): the
+    row's seeds on its two points in one chunk with the full series kept, and per seed one
+    fit of (η_h, η_y) with each field of :data:`FIELDS` (analyses ``alternatives_true``,
+    ``alternatives_alt1`` … ``alternatives_alt4``, columns ``{field}_eta_h`` …)."""
+    return c.setting_spec(config.setting(), config.row, seeds=config.seeds,
+                          analyses=[_analysis(name) for name, _ in FIELDS])
+
+
+def _seed_fits(table: dict, name: str) -> c.SeedFits:
+    """Field ``name``'s fits from the results table (no η_ȳ fit: NaN, ``NOT_FITTED``)."""
+    column = {q: np.asarray(table[f"{name}_{q}"]) for q in sweeps.RATE_COLUMNS}
+    n = column["eta_h"].size
+    return c.SeedFits(eta_h=column["eta_h"], eta_y=column["eta_y"], loss=column["fit_loss"],
+                      r2=np.stack([column[f"r2_{q}"] for q in "hyw"], -1),
+                      status=column["fit_status"].astype(np.int32), eta_mean=np.full(n, np.nan),
+                      eta_mean_status=np.full(n, fitting.NOT_FITTED, np.int32))
+
+
 def run(config: Config = Config(), *, upstream=None, progress: bool = False,
         store=None) -> Result:
+    """Run the sweep of :func:`spec` (in ``OUT/alternatives/sweep/`` under ``rsd run``,
+    resumable), then the theory at each field's fitted rates."""
     del upstream
     setting = config.setting()
-    p = run_unit(store, "train", lambda: c.train_pair(setting, config.seeds))
-    h, yy, w, loss, e0, dx2, dy2, trained = p.h, p.y, p.w, p.loss, p.e0, p.dx2, p.dy2, p.trained
-    measured = p.measured
+    _, table, series = c.sweep_results(spec(config), store, progress=progress)
+    trained = np.asarray(table["train_status"]) == training.Status.OK
+    loss = series["loss"]
+    measured = np.stack([series["h"][:, :, 0], series["y"], series["w"]], -1)
+    dx2, dy2 = c.pair_distances(setting)  # the values the sweep's fits used
     t_plot = c.subsample_times(setting.steps, 300)
     fits, curves = {}, {}
-    for name, field in c.progress_bar(FIELDS, desc="alternatives fields", enabled=progress):
-        fits[name] = run_unit(store, f"fit={name}", lambda: c.fit_seeds(h, yy, w, loss, e0, dx2, dy2, trained,
-                                                                       vector_field=field))
+    for name, field in FIELDS:
+        fits[name] = _seed_fits(table, name)
         curves[name] = c.theory_curves(measured[:, 0], t_plot, fits[name].eta_h, fits[name].eta_y, dx2,
                                        dy2, vector_field=field)
     # Compare fields on the same seeds: those every field could fit at some rates.

@@ -33,6 +33,7 @@ from ._plugins import (
     ChunkRecords,
     TaskData,
     load_plugins,
+    rates_analysis,
     register_analysis,
     register_task,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "register_analysis",
     "load_plugins",
     "RATE_COLUMNS",
+    "rates_analysis",
     "UnitStore",
     "run_unit",
     "write_atomic",

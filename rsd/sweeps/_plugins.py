@@ -13,7 +13,8 @@
 
 Shipped tasks: ``"two_points"`` (``rsd.data.two_points`` of the setting's dx2, dy2,
 in_dim, out_dim) and ``"xor"`` (``rsd.data.xor``: 4 points). Shipped analyses:
-``"rates"`` (the fit of (η_h, η_y) at the first recorded layer), ``"final_distance"``
+``"rates"`` (the fit of (η_h, η_y) at the first recorded layer; :func:`rates_analysis`
+makes one with any vector field), ``"final_distance"``
 (the theory's h∞ from each element's h(0), y(0) and fitted rates),
 ``"rates_all_layers"`` (the fit at every recorded layer), ``"loss_rate"`` (η_ȳ fitted
 to the loss curve) and ``"initial_state"`` (h, y, w at the first record and the pair's
@@ -28,7 +29,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 __all__ = ["TaskData", "ChunkRecords", "Analysis", "TASKS", "ANALYSES", "register_task",
-           "register_analysis", "RATE_COLUMNS"]
+           "register_analysis", "rates_analysis", "RATE_COLUMNS"]
 
 RATE_COLUMNS = ("eta_h", "eta_y", "fit_loss", "r2_h", "r2_y", "r2_w", "fit_status")
 """The fit columns every results table holds (NaN and ``fit_status`` −2 = SKIPPED unless
@@ -241,7 +242,7 @@ def _float_columns(names):
     return {n: pa.float64() for n in names}
 
 
-def _padded_fit(records, h):
+def _padded_fit(records, h, vector_field=None):
     """fit_rates_masked of (h [E, T], y, w) padded to ``records.batch`` elements (pads
     masked as untrained): one fit program per group, whatever the chunk's size."""
     from ..fitting import fit_rates_masked
@@ -254,21 +255,53 @@ def _padded_fit(records, h):
     # Records every step (the default): the fit's own default times, as before ts existed.
     ts = None if np.array_equal(records.ts, np.arange(records.ts.size)) else records.ts
     fit = fit_rates_masked(h[take], records.y[take], records.w[take], records.dx2[take],
-                           records.dy2[take], trained, ts=ts)
+                           records.dy2[take], trained, ts=ts, vector_field=vector_field)
     return tuple(np.asarray(a)[:e] for a in fit)
 
 
-def _rates_columns(plan):
+def rates_analysis(vector_field=None, *, prefix: str = "") -> Analysis:
+    """The fit of (η_h, η_y) to (h at the first recorded layer, y, w) of every trained
+    element, with any vector field, as an :class:`Analysis` to register.
+
+    Args:
+        vector_field: the field the fit integrates (any ``vector_field`` of
+            :func:`rsd.fitting.fit_rates`, e.g. a :class:`rsd.theory.WeightedField`);
+            None: the theory's.
+        prefix: put before every column name. ``""`` fills the table's fit columns
+            (``RATE_COLUMNS``, as ``"rates"`` does); any other prefix adds columns
+            ``{prefix}eta_h``, ``{prefix}eta_y``, ``{prefix}fit_loss``, ``{prefix}r2_h``,
+            ``{prefix}r2_y``, ``{prefix}r2_w`` and ``{prefix}fit_status``, so that several
+            fields' fits sit side by side in one table.
+
+    The spec names an analysis, not its field: a folder's hash does not change when a
+    registered name's field does, so give each field a name of its own.
+
+    ```python
+    from rsd import sweeps, theory
+
+    sweeps.register_analysis("rates_dy_doubled", sweeps.rates_analysis(
+        theory.vector_field_dy_doubled, prefix="dy_doubled_"))
+    spec = sweeps.parse_spec({"base": {"table": "2_points", "row": "narrow"},
+                              "analysis": {"names": ["rates", "rates_dy_doubled"]}})
+    print([f.name for f in sweeps.result_schema(sweeps.make_plan(spec))][-2:])
+    ```
+    """
     import pyarrow as pa
 
-    return {**_float_columns(RATE_COLUMNS[:-1]), "fit_status": pa.int32()}
+    if not isinstance(prefix, str):
+        raise ValueError(f"prefix must be a string, got {prefix!r}.")
+    names = [prefix + n for n in RATE_COLUMNS]
 
+    def columns(plan):
+        return {**_float_columns(names[:-1]), names[-1]: pa.int32()}
 
-def _rates(records):
-    """(η_h, η_y) fitted to (h at the first recorded layer, y, w) of every trained element."""
-    eta_h, eta_y, fit_loss, r2, status = _padded_fit(records, records.h[:, :, 0])
-    return dict(eta_h=eta_h, eta_y=eta_y, fit_loss=fit_loss, r2_h=r2[:, 0], r2_y=r2[:, 1],
-                r2_w=r2[:, 2], fit_status=status)
+    def compute(records):
+        eta_h, eta_y, fit_loss, r2, status = _padded_fit(records, records.h[:, :, 0], vector_field)
+        return dict(zip(names, (eta_h, eta_y, fit_loss, r2[:, 0], r2[:, 1], r2[:, 2], status)))
+
+    compute.__doc__ = (f"(η_h, η_y) fitted with {'the theory' if vector_field is None else vector_field!r}'s "
+                       "field to (h at the first recorded layer, y, w) of every trained element.")
+    return Analysis(columns=columns, compute=compute)
 
 
 def _final_distance(records):
@@ -365,7 +398,7 @@ def _rates_all_layers(records):
     return out
 
 
-ANALYSES["rates"] = Analysis(columns=_rates_columns, compute=_rates)
+ANALYSES["rates"] = rates_analysis()
 ANALYSES["final_distance"] = Analysis(
     columns=lambda plan: _float_columns(["final_distance_predicted"]), compute=_final_distance,
     requires=("rates",))

@@ -163,6 +163,10 @@ def main(argv=None) -> int:
         message = error.args[0] if isinstance(error, FileNotFoundError) and error.args else error
         print(f"rsd: {message}", file=sys.stderr)
         return 2
+    except TimeoutError as error:
+        # A process of a multi-process run waited in vain (another was lost): one line.
+        print(f"rsd: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("rsd: interrupted", file=sys.stderr)
         return 130

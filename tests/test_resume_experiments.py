@@ -195,3 +195,94 @@ def test_processes_are_checked(tmp_path):
         UnitStore(tmp_path, key=None, num_processes=2, process_id=-1)
     with pytest.raises(TimeoutError, match="process 0's manifest"):
         UnitStore(tmp_path / "nobody", key=None, num_processes=2, process_id=1, wait_timeout=0.2)
+
+
+# --- a lost process ------------------------------------------------------------------------
+
+_LEADER = """
+import sys, time
+from pathlib import Path
+from rsd.sweeps import UnitStore
+folder = Path(sys.argv[1])
+store = UnitStore(folder, key={"a": 1}, num_processes=2, process_id=0, heartbeat=0.05, stale_after=1.0)
+def slow():
+    (folder / "started").write_text("1")
+    time.sleep(120)
+store.run("u0", slow)
+"""
+
+
+def test_a_killed_process_is_reported_by_the_one_waiting_for_it(tmp_path):
+    """Process 0 (a real process) is SIGKILLed while it computes unit u0, which process 1
+    (this one) waits for: while process 0 lives (longer than stale_after) process 1 keeps
+    waiting; once it is killed, process 1 raises TimeoutError naming it within about
+    stale_after seconds, instead of waiting for ever."""
+    import threading
+
+    leader = subprocess.Popen([sys.executable, "-c", _LEADER, str(tmp_path)], stderr=subprocess.PIPE)
+    killed = {}
+
+    def kill_while_computing():
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(2.5)  # alive and slow for 2.5 × stale_after: no reason to give up yet
+        leader.send_signal(signal.SIGKILL)
+        killed["at"] = time.monotonic()
+
+    try:
+        store = UnitStore(tmp_path, key={"a": 1}, num_processes=2, process_id=1, heartbeat=0.05,
+                          stale_after=1.0, wait_timeout=120)
+        thread = threading.Thread(target=kill_while_computing)
+        thread.start()
+        with pytest.raises(TimeoutError, match=r"process 0 stopped: its heartbeat .*unit 'u0'"):
+            store.run("u0", lambda: pytest.fail("process 1 computed process 0's unit"))
+        raised = time.monotonic()
+        thread.join()
+    finally:
+        leader.kill()
+        leader.wait()
+    assert leader.returncode == -signal.SIGKILL, leader.stderr.read().decode()[-2000:]
+    assert "at" in killed  # the error came after the kill, not while process 0 lived
+    # about stale_after after the last beat it saw (polls are up to 1 s apart)
+    assert 0.5 <= raised - killed["at"] < 10.0
+
+
+def test_a_heartbeat_never_seen_to_change_is_no_evidence(tmp_path):
+    """A heartbeat file that does not change while one waits (left by an earlier run, or
+    a process that has not started) neither stops the wait early nor counts as alive:
+    the plain wait_timeout applies. One that stops while one waits is a lost process."""
+    import threading
+
+    leader = UnitStore(tmp_path, key=None, num_processes=2, process_id=0, heartbeat=0.05, stale_after=0.5)
+    follower = UnitStore(tmp_path, key=None, num_processes=2, process_id=1, heartbeat=0.05, stale_after=0.5,
+                         wait_timeout=1.5)
+    leader.close()
+    time.sleep(0.2)  # its last beat written
+    with pytest.raises(TimeoutError, match="waited 1.5 s for unit 'u0'"):
+        follower.run("u0", lambda: 0)
+    lively = UnitStore(tmp_path / "b", key=None, num_processes=2, process_id=0, heartbeat=0.05,
+                       stale_after=0.5)
+    waiting = UnitStore(tmp_path / "b", key=None, num_processes=2, process_id=1, heartbeat=0.05,
+                        stale_after=0.5, wait_timeout=30)
+    threading.Timer(1.0, lively.close).start()
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="process 0 stopped"):
+        waiting.run("u0", lambda: 0)
+    assert 1.0 <= time.monotonic() - start < 10.0  # not before the heartbeat stopped
+    for kwargs, match in (({"heartbeat": 0}, "heartbeat"), ({"heartbeat": float("nan")}, "heartbeat"),
+                          ({"stale_after": 1.0, "heartbeat": 2.0}, "stale_after")):
+        with pytest.raises(ValueError, match=match):
+            UnitStore(tmp_path / "c", key=None, **kwargs)
+
+
+def test_rsd_says_in_one_line_that_a_process_was_lost(monkeypatch, capsys):
+    from rsd import cli
+
+    def lost(args):
+        raise TimeoutError("process 0 stopped: its heartbeat (X) has not changed for 61 s")
+
+    monkeypatch.setattr(cli, "_dispatch", lost)
+    assert cli.main(["run", "two-points", "--size", "tiny"]) == 1
+    err = capsys.readouterr().err
+    assert err == "rsd: process 0 stopped: its heartbeat (X) has not changed for 61 s\n"

@@ -130,7 +130,7 @@ def run_experiment(name: str, *, size: str = "quick", overrides=(), seeds: int |
     if store.reused:
         log(f"{name}: {store.reused} units reused, {store.ran} computed")
     if process_id > 0:
-        return _wait_for_leader(name, folder, size, config, record, log)
+        return _wait_for_leader(name, folder, size, config, record, log, store)
     metrics = {k: _number(v) for k, v in module.metrics(result).items()}
     partial = out / f".{name}.partial-{os.getpid()}"
     try:
@@ -248,15 +248,20 @@ def _configs(names, size, overrides) -> dict:
     return {name: make_config(name, size=size, overrides=overrides) for name in names}
 
 
-def _wait_for_leader(name, folder, size, config, record, log, pause: float = 0.05) -> Outcome:
+def _wait_for_leader(name, folder, size, config, record, log, store) -> Outcome:
     """A process other than 0: wait until process 0 has written the experiment's folder
     (its config.json matches), so that the next experiment finds the same upstream
-    tables in every process; return that folder's outcome."""
+    tables in every process; return that folder's outcome. ``TimeoutError`` if process 0
+    is lost meanwhile (``store``'s heartbeat watch, :meth:`rsd.sweeps.UnitStore.wait`)."""
     log(f"{name}: waiting for process 0 to write {folder}")
-    while (previous := _load_finished(folder, record)) is None:
-        time.sleep(pause)
-        pause = min(2 * pause, 1.0)
-    return _finished_outcome(name, folder, size, config, previous, reused=False)
+    found = {}
+
+    def written():
+        found["previous"] = _load_finished(folder, record)
+        return found["previous"] is not None
+
+    store.wait(written, f"process 0 to write {folder}", owner=0)
+    return _finished_outcome(name, folder, size, config, found["previous"], reused=False)
 
 
 def _finished_outcome(name, folder, size, config, previous, *, reused: bool) -> Outcome:

@@ -20,6 +20,11 @@ asked for belongs to process k mod N, which computes it, while the others wait f
 file and read it. So the units are split round-robin, every process ends with every
 result, and nothing but the folder is shared (no ``jax.distributed``). Process 0 alone
 prepares (or clears) the folder; the others wait until its manifest carries their key.
+Each process shows it is alive by rewriting ``.alive-<id>`` (a growing count) every
+``heartbeat`` seconds; a process waiting for another's unit that has seen that count
+grow and then stand still for ``stale_after`` seconds stops with a ``TimeoutError``
+naming the lost process, instead of waiting for ever (run the same commands again:
+the finished units are kept).
 
 Crash safety is the sweep store's: a unit is written under a hidden temporary name,
 flushed and renamed into place, so a unit file exists iff its result is complete.
@@ -35,7 +40,9 @@ import pickle
 import re
 import shutil
 import tempfile
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +54,47 @@ __all__ = ["UnitStore", "run_unit", "write_atomic", "writable_folder"]
 _UNITS = "units"
 _MANIFEST = "manifest.json"
 _NAME = re.compile(r"^[A-Za-z0-9_.=+-]{1,120}$")
+_ALIVE = ".alive-{}"
+
+
+def _heartbeat(path: Path, interval: float, stop: threading.Event) -> None:
+    """Rewrite ``path`` with a growing count every ``interval`` seconds until ``stop``."""
+    count = 0
+    while True:
+        count += 1
+        try:
+            write_atomic(path, str(count))
+        except OSError:  # the folder went away (e.g. removed after the run): nothing to show
+            pass
+        if stop.wait(interval):
+            return
+
+
+class _Watch:
+    """Whether process ``owner`` is lost: its heartbeat file was seen to change, then did
+    not change for ``stale_after`` seconds (on this process's clock, so clocks of other
+    machines do not matter). A file never seen to change (the process has not started,
+    or a file left by an earlier run) is no evidence either way."""
+
+    def __init__(self, path: Path, stale_after: float):
+        self.path, self.stale_after = path, stale_after
+        self.value, self.changed_at = self._read(), None
+
+    def _read(self):
+        try:
+            return self.path.read_text()
+        except OSError:
+            return None
+
+    def lost_for(self) -> float | None:
+        """Seconds since the heartbeat stopped, once past ``stale_after``; else None."""
+        now, value = time.monotonic(), self._read()
+        if value != self.value:
+            self.value, self.changed_at = value, now
+            return None
+        if self.changed_at is not None and now - self.changed_at > self.stale_after:
+            return now - self.changed_at
+        return None
 
 
 def writable_folder(out, *, name: str = "out") -> Path:
@@ -86,6 +134,10 @@ class UnitStore:
         process_id: this process's id in [0, num_processes).
         wait_timeout: seconds a process waits for another's unit (or for process 0's
             manifest) before ``TimeoutError``; None waits as long as it takes.
+        heartbeat: with several processes, seconds between two rewrites of this
+            process's ``.alive-<id>`` file (a daemon thread, stopped with the store).
+        stale_after: seconds without a heartbeat after which a process waiting for
+            another's unit gives it up for lost (``TimeoutError``); > ``heartbeat``.
 
     ``run(name, fn)`` returns the stored result of unit ``name`` if it is finished and
     otherwise calls ``fn()`` (or, for another process's unit, waits for its file),
@@ -94,23 +146,36 @@ class UnitStore:
     """
 
     def __init__(self, folder, key: Any, *, force: bool = False, num_processes: int = 1,
-                 process_id: int = 0, wait_timeout: float | None = None):
+                 process_id: int = 0, wait_timeout: float | None = None, heartbeat: float = 2.0,
+                 stale_after: float = 60.0):
         from ._run import _versions
 
         self.check_processes(num_processes, process_id, force)
         if wait_timeout is not None and not wait_timeout > 0:
             raise ValueError(f"wait_timeout must be None or > 0 seconds; got {wait_timeout!r}.")
+        if isinstance(heartbeat, bool) or not isinstance(heartbeat, (int, float)) or not 0 < heartbeat < float("inf"):
+            raise ValueError(f"heartbeat must be a finite number of seconds > 0; got {heartbeat!r}.")
+        if isinstance(stale_after, bool) or not isinstance(stale_after, (int, float)) \
+                or not heartbeat < stale_after < float("inf"):
+            raise ValueError(f"stale_after must be a finite number of seconds > heartbeat ({heartbeat:g}); "
+                             f"got {stale_after!r}.")
         self.folder = Path(folder)
         self.key = {"key": key, "versions": _versions()}
         self.key_hash = _digest(self.key)
         self.ran = 0
         self.reused = 0
         self.num_processes, self.process_id, self.wait_timeout = num_processes, process_id, wait_timeout
+        self.stale_after = stale_after
         self._asked = 0
         self.folder.mkdir(parents=True, exist_ok=True)
+        if num_processes > 1:
+            stop = threading.Event()
+            threading.Thread(target=_heartbeat, args=(self.folder / _ALIVE.format(process_id), heartbeat, stop),
+                             daemon=True, name=f"rsd-heartbeat-{process_id}").start()
+            self._stop_heartbeat = weakref.finalize(self, stop.set)
         if process_id > 0:
-            self._wait(lambda: (self._manifest() or {}).get("key_hash") == self.key_hash
-                       and (self.folder / _UNITS).is_dir(), "process 0's manifest")
+            self.wait(lambda: (self._manifest() or {}).get("key_hash") == self.key_hash
+                       and (self.folder / _UNITS).is_dir(), "process 0's manifest", owner=0)
             return
         with _locked(self.folder):
             manifest = self._manifest()
@@ -137,12 +202,27 @@ class UnitStore:
             raise ValueError("force (--force) with several processes would let one clear the units "
                              "another has stored; delete the folder first, or force with one process.")
 
-    def _wait(self, ready: Callable[[], bool], what: str) -> None:
+    def close(self) -> None:
+        """Stop this process's heartbeat (also done when the store is garbage-collected)."""
+        if self.num_processes > 1:
+            self._stop_heartbeat()
+
+    def wait(self, ready: Callable[[], bool], what: str, *, owner: int) -> None:
+        """Wait until ``ready()``: for ``what``, which process ``owner`` produces.
+        ``TimeoutError`` after ``wait_timeout`` seconds, or once ``owner`` is lost (its
+        heartbeat stood still for ``stale_after`` seconds after it was seen to beat)."""
+        watch = _Watch(self.folder / _ALIVE.format(owner), self.stale_after)
         start, pause = time.monotonic(), 0.02
         while not ready():
             if self.wait_timeout is not None and time.monotonic() - start > self.wait_timeout:
                 raise TimeoutError(f"process {self.process_id} waited {self.wait_timeout:g} s for "
                                    f"{what} in {self.folder}; is every process running?")
+            lost = watch.lost_for()
+            if lost is not None:
+                raise TimeoutError(
+                    f"process {owner} stopped: its heartbeat ({watch.path}) has not changed for "
+                    f"{lost:.0f} s while process {self.process_id} waited for {what}. Start every "
+                    f"process again with the same command: the finished units are kept.")
             time.sleep(pause)
             pause = min(2 * pause, 1.0)
 
@@ -176,7 +256,7 @@ class UnitStore:
         self._asked += 1
         while True:
             if owner != self.process_id:
-                self._wait(path.exists, f"unit {name!r} of process {owner}")
+                self.wait(path.exists, f"unit {name!r} of process {owner}", owner=owner)
             try:
                 with open(path, "rb") as f:
                     value = pickle.load(f)

@@ -259,6 +259,27 @@ class SeedFits:
         return self.status == FitStatus.OK
 
 
+def table_fits(table: dict, prefix: str = "") -> SeedFits:
+    """The per-seed fits in a sweep's results table ({column: array}): the rate columns
+    ``{prefix}eta_h`` … ``{prefix}fit_status`` (:func:`rsd.sweeps.rates_analysis`), and
+    η_ȳ from ``eta_mean``/``eta_mean_status`` (the "loss_rate" analysis) when the table
+    has them for that prefix, else NaN and ``NOT_FITTED``."""
+    column = lambda q: np.asarray(table[prefix + q])  # noqa: E731
+    n = column("eta_h").size
+    fitted_mean = prefix + "eta_mean" in table
+    return SeedFits(eta_h=column("eta_h"), eta_y=column("eta_y"), loss=column("fit_loss"),
+                    r2=np.stack([column(f"r2_{q}") for q in "hyw"], -1),
+                    status=column("fit_status").astype(np.int32),
+                    eta_mean=column("eta_mean") if fitted_mean else np.full(n, np.nan),
+                    eta_mean_status=(column("eta_mean_status").astype(np.int32) if fitted_mean
+                                     else np.full(n, NOT_FITTED, np.int32)))
+
+
+def series_measured(series: dict) -> np.ndarray:
+    """(h at the first recorded layer, y, w) of a sweep's series, stacked: [S, T, 3]."""
+    return np.stack([series["h"][:, :, 0], series["y"], series["w"]], -1)
+
+
 def fit_seeds(h, y, w, loss, e0, dx2, dy2, trained, *, vector_field=None) -> SeedFits:
     """Fit (η_h, η_y) to each trained seed's h, y, w [S, T] and η_ȳ to its loss [S, T]
     (every step recorded); seeds are masked as in :func:`fit_rates_masked`, and seeds

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import check_int_range, check_real
-from .. import fitting, sweeps, theory, training
+from .. import sweeps, theory, training
 from . import _common as c
 
 __all__ = ["Config", "Result", "FIELDS", "spec", "run", "plot", "metrics", "arrays", "summary"]
@@ -102,16 +102,6 @@ def spec(config: Config) -> dict:
                           analyses=[_analysis(name) for name, _ in FIELDS])
 
 
-def _seed_fits(table: dict, name: str) -> c.SeedFits:
-    """Field ``name``'s fits from the results table (no η_ȳ fit: NaN, ``NOT_FITTED``)."""
-    column = {q: np.asarray(table[f"{name}_{q}"]) for q in sweeps.RATE_COLUMNS}
-    n = column["eta_h"].size
-    return c.SeedFits(eta_h=column["eta_h"], eta_y=column["eta_y"], loss=column["fit_loss"],
-                      r2=np.stack([column[f"r2_{q}"] for q in "hyw"], -1),
-                      status=column["fit_status"].astype(np.int32), eta_mean=np.full(n, np.nan),
-                      eta_mean_status=np.full(n, fitting.NOT_FITTED, np.int32))
-
-
 def run(config: Config = Config(), *, upstream=None, progress: bool = False,
         store=None) -> Result:
     """Run the sweep of :func:`spec` (in ``OUT/alternatives/sweep/`` under ``rsd run``,
@@ -121,12 +111,12 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False,
     _, table, series = c.sweep_results(spec(config), store, progress=progress)
     trained = np.asarray(table["train_status"]) == training.Status.OK
     loss = series["loss"]
-    measured = np.stack([series["h"][:, :, 0], series["y"], series["w"]], -1)
+    measured = c.series_measured(series)
     dx2, dy2 = c.pair_distances(setting)  # the values the sweep's fits used
     t_plot = c.subsample_times(setting.steps, 300)
     fits, curves = {}, {}
     for name, field in FIELDS:
-        fits[name] = _seed_fits(table, name)
+        fits[name] = c.table_fits(table, prefix=f"{name}_")  # no η_ȳ fit: NaN, NOT_FITTED
         curves[name] = c.theory_curves(measured[:, 0], t_plot, fits[name].eta_h, fits[name].eta_y, dx2,
                                        dy2, vector_field=field)
     # Compare fields on the same seeds: those every field could fit at some rates.

@@ -96,7 +96,7 @@ def run(config: Config = Config(), *, upstream=None, progress: bool = False,
     r2 = np.stack([np.asarray(table[f"r2_{q}"], float) for q in "hyw"], -1)
     dx2, dy2 = _common.pair_distances(setting)  # the values the sweep's fits used
     ts = np.arange(setting.steps)
-    measured = np.stack([series["h"][:, :, 0], series["y"], series["w"]], -1)
+    measured = _common.series_measured(series)
     loss = series["loss"]
     curves = _common.theory_curves(measured[:, 0], ts, eta_h, eta_y, dx2, dy2)
     loss_fitted = np.full(loss.shape, np.nan)

@@ -127,13 +127,10 @@ def run_row(config: Config, row: str, *, store=None) -> RowResult:
     loss, e0 = series["loss"], np.asarray(table["e0"], np.float32)
     trained = np.asarray(table["train_status"]) == training.Status.OK
     dx2, dy2 = c.pair_distances(setting)  # the values the sweep's fits used
-    fits = c.SeedFits(eta_h=table["eta_h"], eta_y=table["eta_y"], loss=table["fit_loss"],
-                      r2=np.stack([table[f"r2_{q}"] for q in "hyw"], -1),
-                      status=np.asarray(table["fit_status"], np.int32), eta_mean=table["eta_mean"],
-                      eta_mean_status=np.asarray(table["eta_mean_status"], np.int32))
+    fits = c.table_fits(table)
     kept = fits.ok & (loss[:, -1] <= config.max_final_loss)
     t_plot = c.subsample_times(setting.steps, 400)
-    measured = np.stack([series["h"][:, :, 0], series["y"], series["w"]], -1)
+    measured = c.series_measured(series)
     curves = c.theory_curves(measured[:, 0], t_plot, fits.eta_h, fits.eta_y, dx2, dy2)
     good = np.isfinite(fits.eta_mean) & np.all(np.isfinite(curves[:, :, 1:]), axis=(1, 2))
     loss_theory = np.full((config.seeds, len(t_plot)), np.nan)
